@@ -1,0 +1,8 @@
+"""skfwp: scikit-learn compatible continuous-time neural sequence classifiers."""
+
+from .delta import ContinuousDeltaClassifier
+from .preprocessing import ChannelStandardScaler
+
+__version__ = "0.1.0"
+
+__all__ = ["ChannelStandardScaler", "ContinuousDeltaClassifier", "__version__"]

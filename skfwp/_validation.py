@@ -1,0 +1,161 @@
+"""Input validation shared by every skfwp estimator.
+
+Everything here is numpy in, numpy out, and raises before any heavy work. The
+caller's arrays are never written to: every function returns a fresh array.
+
+Accepted ``X``:
+
+- ``ndarray`` (or anything ``np.asarray`` accepts, e.g. a pandas DataFrame) of shape
+  ``(n_cases, n_channels, n_timepoints)``;
+- 2D ``(n_cases, n_timepoints)``: one channel;
+- a list of ``(n_channels, n_timepoints_i)`` arrays (1D arrays are one channel) of
+  unequal length.
+
+NaN marks an unobserved value. A case's length is one plus the index of its last
+position where any channel is observed, so trailing all-NaN positions are padding.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, column_or_1d
+
+__all__ = ["check_X", "check_sample_weight", "check_y"]
+
+
+def _as_float_array(a, *, what):
+    """``check_array`` with the settings of a time series value array."""
+    return check_array(
+        a,
+        dtype=np.float64,
+        ensure_all_finite="allow-nan",
+        allow_nd=True,
+        ensure_2d=False,
+        ensure_min_samples=0,
+        input_name=what,
+        copy=True,
+    )
+
+
+def _stack_ragged(cases):
+    """List of ``(n_channels, n_timepoints_i)`` arrays -> NaN-padded 3D array."""
+    if len(cases) == 0:
+        raise ValueError("X is an empty list: at least one case is required.")
+    arrays = []
+    for i, case in enumerate(cases):
+        a = _as_float_array(case, what=f"X[{i}]")
+        if a.ndim == 1:
+            a = a[None, :]
+        if a.ndim != 2:
+            raise ValueError(
+                f"Each case of a list X must be 1D (n_timepoints,) or 2D "
+                f"(n_channels, n_timepoints); case {i} has shape {a.shape}."
+            )
+        if arrays and a.shape[0] != arrays[0].shape[0]:
+            raise ValueError(
+                f"All cases must have the same number of channels: case 0 has "
+                f"{arrays[0].shape[0]}, case {i} has {a.shape[0]}."
+            )
+        if a.shape[1] == 0:
+            raise ValueError(f"Case {i} of X has zero length (n_timepoints=0).")
+        arrays.append(a)
+    n_channels = arrays[0].shape[0]
+    n_timepoints = max(a.shape[1] for a in arrays)
+    out = np.full((len(arrays), n_channels, n_timepoints), np.nan)
+    for i, a in enumerate(arrays):
+        out[i, :, : a.shape[1]] = a
+    return out
+
+
+def check_X(X, *, n_channels=None):
+    """Validate a panel of time series.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_cases, n_channels, n_timepoints) or (n_cases, n_timepoints), \
+            or list of array-like of shape (n_channels, n_timepoints_i)
+        The series; NaN marks an unobserved value.
+    n_channels : int, default=None
+        When given (at predict time), the number of channels ``X`` must have.
+
+    Returns
+    -------
+    X : ndarray of shape (n_cases, n_channels, n_timepoints), float64
+        A new array, NaN-padded at the end of short cases.
+    lengths : ndarray of shape (n_cases,), int64
+        Each case's length: one plus its last index with an observed value.
+    """
+    if isinstance(X, (list, tuple)) and len(X) > 0 and not np.isscalar(X[0]):
+        first = np.asarray(X[0], dtype=object)
+        ragged = first.ndim >= 1 and len({np.shape(c) for c in X}) > 1
+    else:
+        ragged = False
+    if ragged:
+        arr = _stack_ragged(X)
+    else:
+        arr = _as_float_array(X, what="X")
+        if arr.ndim == 2:
+            arr = arr[:, None, :]  # (n_cases, 1, n_timepoints)
+        elif arr.ndim != 3:
+            raise ValueError(
+                "X must be 2D (n_cases, n_timepoints), 3D (n_cases, n_channels, "
+                f"n_timepoints) or a list of 2D cases; got an array of shape {arr.shape} "
+                f"({arr.ndim}D)."
+            )
+    n_cases, n_ch, n_timepoints = arr.shape
+    if n_cases == 0:
+        raise ValueError(f"X has 0 cases (shape {arr.shape}); at least one is required.")
+    if n_ch == 0:
+        raise ValueError(f"X has 0 channels (shape {arr.shape}).")
+    if n_timepoints == 0:
+        raise ValueError(f"X has zero-length series (n_timepoints=0, shape {arr.shape}).")
+    if n_channels is not None and n_ch != n_channels:
+        raise ValueError(
+            f"X has {n_ch} channels, but this estimator was fitted with {n_channels} "
+            "channels (n_features_in_)."
+        )
+    observed = ~np.isnan(arr).all(axis=1)  # (n_cases, n_timepoints)
+    empty = np.flatnonzero(~observed.any(axis=1))
+    if empty.size:
+        raise ValueError(f"Case(s) {empty[:10].tolist()} of X have no observed (non-NaN) value.")
+    lengths = n_timepoints - np.argmax(observed[:, ::-1], axis=1)
+    return arr, lengths.astype(np.int64)
+
+
+def check_y(y, n_cases):
+    """Validate classification targets; returns a 1D array (a new object)."""
+    if y is None:
+        raise ValueError("y is required: a classifier needs a target (got y=None).")
+    y = column_or_1d(y, warn=True)
+    if y.shape[0] != n_cases:
+        raise ValueError(
+            f"X and y have inconsistent numbers of cases: len(X)={n_cases}, len(y)={y.shape[0]}."
+        )
+    if y.dtype.kind in "fc" and not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinity; every case needs a finite label.")
+    if y.dtype.kind == "O" and any(isinstance(v, numbers.Real) and not np.isfinite(v) for v in y):
+        raise ValueError("y contains NaN or infinity; every case needs a finite label.")
+    check_classification_targets(y)
+    return y
+
+
+def check_sample_weight(sample_weight, n_cases):
+    """Validate sample weights: ``None`` -> ones; otherwise a finite, non-negative 1D array."""
+    if sample_weight is None:
+        return np.ones(n_cases)
+    if isinstance(sample_weight, numbers.Number):
+        return np.full(n_cases, float(sample_weight))
+    sw = np.asarray(sample_weight, dtype=np.float64).copy()
+    if sw.ndim != 1 or sw.shape[0] != n_cases:
+        raise ValueError(
+            f"sample_weight must have shape ({n_cases},) (one weight per case); "
+            f"got shape {sw.shape}."
+        )
+    if not np.isfinite(sw).all() or (sw < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative.")
+    if sw.sum() <= 0:
+        raise ValueError("sample_weight sums to zero: no case would be learned from.")
+    return sw

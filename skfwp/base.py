@@ -1,0 +1,439 @@
+"""The scikit-learn shell shared by every skfwp classifier, with the one training loop.
+
+A classifier is one torch module (``skfwp.nn``) plus a small subclass of
+:class:`BaseSequenceClassifier` that declares its own parameters in
+``_model_params`` (name -> default) and ``_model_constraints``, and builds its module
+in ``_build_module``. The base composes ``__init__`` from those and the shared
+parameters below, so ``get_params`` / ``clone`` see every parameter and ``__init__``
+only stores them.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import numbers
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_sample_weight, check_X, check_y
+from .path import INTERPOLATIONS, InputPath
+from .solver import METHODS
+
+__all__ = ["COMMON_PARAMS_DOC", "BaseSequenceClassifier"]
+
+#: Shared parameters and their defaults, in the order ``__init__`` lists them after a
+#: model's own parameters. Names follow ``sklearn.neural_network.MLPClassifier``.
+COMMON_PARAMS = {
+    "hidden_size": 32,
+    "time_channel": None,
+    "observation_intensity": False,
+    "interpolation": "hermite",
+    "method": "rk4",
+    "step_size": None,
+    "rtol": 1e-3,
+    "atol": 1e-4,
+    "adjoint": False,
+    "max_iter": 100,
+    "batch_size": 32,
+    "learning_rate_init": 3e-3,
+    "alpha": 0.0,
+    "early_stopping": False,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 20,
+    "tol": 1e-4,
+    "class_weight": None,
+    "device": "cpu",
+    "random_state": None,
+    "verbose": 0,
+    "warm_start": False,
+}
+
+COMMON_PARAMS_DOC = """\
+hidden_size : int, default={hidden_size}
+        Width ``H`` of the model's hidden state.
+    time_channel : int or None, default=None
+        Index of an input channel holding timestamps (strictly increasing within a
+        case). None: observations are equally spaced, at times ``0, 1, ...``.
+    observation_intensity : bool, default=False
+        Add, per channel, the cumulative count of observed values to the path
+        (informative missingness).
+    interpolation : {{"hermite", "linear", "rectilinear"}}, default="hermite"
+        How observations become a continuous path (see :mod:`skfwp.path`).
+    method : str, default="rk4"
+        torchdiffeq solver: fixed step ("euler", "midpoint", "rk4", ...) or adaptive
+        ("dopri5", ...).
+    step_size : float or None, default=None
+        Fixed solver step in units of the observation index; None: 1 (one step per
+        observation, the smallest gap between observations).
+    rtol, atol : float, default=1e-3, 1e-4
+        Tolerances of adaptive methods.
+    adjoint : bool, default=False
+        Back-propagate with the adjoint method (less memory, slower).
+    max_iter : int, default={max_iter}
+        Maximum number of epochs.
+    batch_size : int, default=32
+        Cases per mini-batch, in training and prediction.
+    learning_rate_init : float, default={learning_rate_init}
+        Adam's initial learning rate; halved when the monitored score plateaus.
+    alpha : float, default=0.0
+        Weight decay (L2 penalty) of Adam.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training cases (stratified), stop when
+        validation accuracy stops improving, and restore the best weights.
+    validation_fraction : float, default=0.1
+        Share of training cases held out when ``early_stopping``.
+    n_iter_no_change : int, default=20
+        Epochs without an improvement larger than ``tol`` before training stops.
+    tol : float, default=1e-4
+        Minimum improvement of the monitored score (training loss, or validation
+        accuracy with validation loss as tie-break when ``early_stopping``).
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the cross-entropy loss.
+    device : {{"cpu", "cuda", "auto"}} or str, default="cpu"
+        Where the model trains and predicts; "auto" takes CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and the validation split, through
+        local generators only: the global torch and numpy RNGs are left untouched.
+    verbose : int, default=0
+        Print one line per epoch when > 0.
+    warm_start : bool, default=False
+        Continue training the fitted module on the next ``fit`` instead of starting
+        afresh (same classes and channels required)."""
+
+_COMMON_CONSTRAINTS = {
+    "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "time_channel": [numbers.Integral, None],
+    "observation_intensity": ["boolean"],
+    "interpolation": [StrOptions(set(INTERPOLATIONS))],
+    "method": [StrOptions(set(METHODS))],
+    "step_size": [Interval(numbers.Real, 0, None, closed="neither"), None],
+    "rtol": [Interval(numbers.Real, 0, None, closed="neither")],
+    "atol": [Interval(numbers.Real, 0, None, closed="neither")],
+    "adjoint": ["boolean"],
+    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+    "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+    "tol": [Interval(numbers.Real, 0, None, closed="left")],
+    "class_weight": [dict, StrOptions({"balanced"}), None],
+    "device": [str, torch.device],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "warm_start": ["boolean"],
+}
+
+
+def _resolve_device(device):
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device={device!r} is not a torch device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} was requested but CUDA is not available here; "
+            "use device='cpu' or 'auto'."
+        )
+    return device
+
+
+class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
+    """Base class of skfwp classifiers (not for direct use); see the module docstring."""
+
+    _model_params: dict = {}
+    _model_constraints: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        defaults = {**COMMON_PARAMS, **cls._model_params}
+        names = list(cls._model_params) + [n for n in COMMON_PARAMS if n not in cls._model_params]
+        cls._parameter_constraints = {**_COMMON_CONSTRAINTS, **cls._model_constraints}
+
+        def __init__(self, **params):
+            unknown = set(params) - set(names)
+            if unknown:
+                raise TypeError(
+                    f"{type(self).__name__}.__init__() got unexpected keyword argument(s) "
+                    f"{sorted(unknown)}."
+                )
+            for name in names:
+                setattr(self, name, params.get(name, defaults[name]))
+
+        __init__.__signature__ = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + [
+                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults[n])
+                for n in names
+            ]
+        )
+        __init__.__qualname__ = f"{cls.__name__}.__init__"
+        __init__.__doc__ = f"Store the parameters of :class:`{cls.__name__}`."
+        cls.__init__ = __init__
+        if cls.__doc__ and "{common}" in cls.__doc__:
+            # the shared parameters' docs, with this class's defaults
+            cls.__doc__ = cls.__doc__.format(common=COMMON_PARAMS_DOC.format(**defaults))
+
+    # -- hooks for subclasses ------------------------------------------------------
+    def _build_module(self, n_path_channels, n_classes):
+        """Return the torch module; ``module(path, **solver_options) -> logits``."""
+        raise NotImplementedError
+
+    def _check_params(self):
+        """Cross-parameter checks beyond ``_parameter_constraints`` (override to add)."""
+
+    # -- sklearn API ----------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _solver_options(self):
+        return {
+            "method": self.method,
+            "step_size": self.step_size,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "adjoint": self.adjoint,
+        }
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the classifier.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_cases, n_channels, n_timepoints) or (n_cases, \
+n_timepoints), or list of (n_channels, n_timepoints_i) arrays
+            Training series; NaN marks an unobserved value.
+        y : array-like of shape (n_cases,)
+            Class labels of any type.
+        sample_weight : array-like of shape (n_cases,), default=None
+            Per-case weights in the loss.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self._check_params()
+        X, lengths = check_X(X)
+        y = check_y(y, X.shape[0])
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        classes, y_index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                "The training data must contain at least 2 classes; it contains only "
+                f"one class: {classes[0]!r}."
+            )
+        device = _resolve_device(self.device)
+        warm = self.warm_start and hasattr(self, "module_")
+        if warm and (
+            not np.array_equal(classes, self.classes_) or X.shape[1] != self.n_features_in_
+        ):
+            raise ValueError(
+                "warm_start=True needs the same classes and channels as the previous fit."
+            )
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        rng = np.random.default_rng(seed)
+        if not warm:
+            input_path = InputPath(
+                self.time_channel, self.observation_intensity, self.interpolation
+            ).fit(X, lengths)
+        else:
+            input_path = self.input_path_
+        data = input_path.transform(X, lengths)
+        if not warm:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                module = self._build_module(input_path.n_path_channels_, len(classes))
+        else:
+            module = self.module_
+        self.classes_ = classes
+        self.n_features_in_ = X.shape[1]
+        self.input_path_ = input_path
+        self.device_ = device
+        self.module_ = module.to(device)
+        weights = sample_weight * self._class_weights(y_index, len(classes))
+        self._train(data, y_index, weights, rng)
+        return self
+
+    def _class_weights(self, y_index, n_classes):
+        """Per-case weight from ``class_weight``."""
+        if self.class_weight is None:
+            return np.ones(len(y_index))
+        if self.class_weight == "balanced":
+            per_class = compute_class_weight("balanced", classes=np.arange(n_classes), y=y_index)
+        else:
+            lookup = {label: i for i, label in enumerate(self.classes_)}
+            per_class = np.ones(n_classes)
+            for label, w in self.class_weight.items():
+                if label not in lookup:
+                    raise ValueError(f"class_weight names {label!r}, which is not a class of y.")
+                per_class[lookup[label]] = w
+        return per_class[y_index]
+
+    def _split(self, y_index, rng):
+        """Training and validation indices (stratified where every class allows it)."""
+        n = len(y_index)
+        if not self.early_stopping:
+            return np.arange(n), None
+        counts = np.bincount(y_index)
+        stratify = y_index if counts.min() >= 2 else None
+        n_val = max(round(self.validation_fraction * n), len(counts) if stratify is not None else 1)
+        if n - n_val < 1:
+            raise ValueError(
+                f"early_stopping with validation_fraction={self.validation_fraction} leaves no "
+                f"training case out of {n}."
+            )
+        train, val = train_test_split(
+            np.arange(n),
+            test_size=n_val,
+            stratify=stratify,
+            random_state=int(rng.integers(np.iinfo(np.int32).max)),
+        )
+        return train, val
+
+    def _batch_logits(self, data, index):
+        path = data.batch(index, self.device_)
+        return self.module_(path, **self._solver_options())
+
+    def _train(self, data, y_index, weights, rng):
+        """The one training loop: Adam, weighted cross-entropy, plateau LR, early stopping."""
+        module, device = self.module_, self.device_
+        train_idx, val_idx = self._split(y_index, rng)
+        y_t = torch.as_tensor(y_index, dtype=torch.long)
+        w_t = torch.as_tensor(weights, dtype=torch.float32)
+        optimizer = torch.optim.Adam(
+            module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
+        )
+        monitor_val = val_idx is not None
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.5, patience=max(self.n_iter_no_change // 2, 1)
+        )
+        if not (self.warm_start and hasattr(self, "history_")):
+            self.history_ = []
+        best_key, best_state, stall = None, None, 0
+        for epoch in range(1, self.max_iter + 1):
+            start = time.perf_counter()
+            module.train()
+            order = rng.permutation(train_idx)
+            total, total_w = 0.0, 0.0
+            for lo in range(0, len(order), self.batch_size):
+                index = order[lo : lo + self.batch_size]
+                logits = self._batch_logits(data, index)
+                target, w = y_t[index].to(device), w_t[index].to(device)
+                losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+                loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * float(w.sum())
+                total_w += float(w.sum())
+            record = {"epoch": epoch, "loss": total / max(total_w, 1e-12)}
+            if monitor_val:
+                val_loss, val_acc = self._evaluate(data, val_idx, y_t, w_t)
+                record.update(val_loss=val_loss, val_accuracy=val_acc)
+                # higher accuracy wins; equal accuracy is broken by lower loss
+                key = (val_acc, -val_loss)
+                improved = best_key is None or (
+                    val_acc > best_key[0] + self.tol
+                    or (val_acc >= best_key[0] and -val_loss > best_key[1] + self.tol)
+                )
+                scheduler.step(val_loss)
+            else:
+                key = (-record["loss"],)
+                improved = best_key is None or key[0] > best_key[0] + self.tol
+                scheduler.step(record["loss"])
+            record["learning_rate"] = optimizer.param_groups[0]["lr"]
+            record["seconds"] = time.perf_counter() - start
+            self.history_.append(record)
+            if self.verbose:
+                self._print_epoch(record)
+            if improved:
+                best_key, stall, self.best_epoch_ = key, 0, epoch
+                if monitor_val:
+                    best_state = copy.deepcopy(module.state_dict())
+            else:
+                stall += 1
+                if stall >= self.n_iter_no_change:
+                    break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        self.n_iter_ = epoch
+        self.loss_curve_ = [r["loss"] for r in self.history_]
+        if monitor_val:
+            self.validation_scores_ = [r["val_accuracy"] for r in self.history_]
+            self.best_validation_score_ = float(best_key[0])
+
+    @staticmethod
+    def _print_epoch(record):
+        parts = [f"epoch {record['epoch']:4d}", f"loss {record['loss']:.4f}"]
+        if "val_accuracy" in record:
+            parts.append(f"val_loss {record['val_loss']:.4f}")
+            parts.append(f"val_acc {record['val_accuracy']:.4f}")
+        parts.append(f"lr {record['learning_rate']:.2e}")
+        parts.append(f"{record['seconds']:.2f}s")
+        print(" | ".join(parts), flush=True)
+
+    @torch.no_grad()
+    def _evaluate(self, data, index, y_t, w_t):
+        self.module_.eval()
+        logits = torch.cat(
+            [
+                self._batch_logits(data, index[lo : lo + self.batch_size]).cpu()
+                for lo in range(0, len(index), self.batch_size)
+            ]
+        )
+        target, w = y_t[index], w_t[index]
+        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        loss = float((losses * w).sum() / w.sum().clamp_min(1e-12))
+        accuracy = float((logits.argmax(1) == target).float().mean())
+        return loss, accuracy
+
+    # -- prediction -------------------------------------------------------------------
+    @torch.no_grad()
+    def _logits(self, X):
+        check_is_fitted(self)
+        X, lengths = check_X(X, n_channels=self.n_features_in_)
+        self.module_.eval()
+        chunk = max(self.batch_size, 256)
+        out = []
+        for lo in range(0, len(X), chunk):
+            data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
+            for b in range(0, len(data), self.batch_size):
+                index = np.arange(b, min(b + self.batch_size, len(data)))
+                out.append(self._batch_logits(data, index).double().cpu())
+        return torch.cat(out)
+
+    def predict_proba(self, X):
+        """Class probabilities, ``ndarray of shape (n_cases, n_classes)``; rows sum to 1."""
+        return torch.softmax(self._logits(X), dim=1).numpy()
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, ``ndarray of shape (n_cases, n_classes)``."""
+        return torch.log_softmax(self._logits(X), dim=1).numpy()
+
+    def decision_function(self, X):
+        """Logits, ``ndarray of shape (n_cases, n_classes)`` (``(n_cases,)`` for 2 classes)."""
+        logits = self._logits(X)
+        if logits.shape[1] == 2:
+            return (logits[:, 1] - logits[:, 0]).numpy()
+        return logits.numpy()
+
+    def predict(self, X):
+        """Predicted labels, ``ndarray of shape (n_cases,)``, of the type of ``y``."""
+        return self.classes_[self._logits(X).argmax(1).numpy()]

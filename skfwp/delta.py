@@ -1,0 +1,124 @@
+"""ContinuousDeltaClassifier: the continuous-time Fast Weight Programmer."""
+
+from __future__ import annotations
+
+import numbers
+
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .base import BaseSequenceClassifier
+from .nn.fwp import LEARNING_RULES, VARIANTS, ContinuousFWP
+
+__all__ = ["ContinuousDeltaClassifier"]
+
+
+class ContinuousDeltaClassifier(BaseSequenceClassifier):
+    """Continuous-time Fast Weight Programmer classifier (Irie et al., NeurIPS 2022).
+
+    A slow net reads the input path and continuously programs the fast weights
+    ``W(s)`` (one ``d x d`` matrix per head) through a learning rule::
+
+        hebb :  dW/ds = beta v kᵀ
+        oja  :  dW/ds = beta v (k − Wᵀ v)ᵀ
+        delta:  dW/ds = beta (v − W k) kᵀ
+
+    with keys ``k`` (softmax) and learning rate ``beta`` (sigmoid) from the path's
+    derivative (``variant="cde"``) or value (``"ode"``), values ``v = tanh(W_v X)``,
+    ``W(0)`` one Hebbian step from the first observation, and a Transformer-style
+    readout of ``W(T_i) q`` at each case's own final time. See
+    :mod:`skfwp.nn.fwp` for the full equations.
+
+    Parameters
+    ----------
+    learning_rule : {{"delta", "hebb", "oja"}}, default="delta"
+        The continuous learning rule that programs the fast weights.
+    post_tanh : bool, default=False
+        Delta rule only: ``dW/ds = beta tanh(v~ − W k) kᵀ`` with the raw value ``v~``.
+    variant : {{"cde", "ode", "recurrent"}}, default="cde"
+        ``"cde"``: keys and rates from ``dX/ds`` (the paper's best); ``"ode"``: from
+        ``X``; ``"recurrent"``: as ``"cde"`` plus feedback of the fast net's output.
+    n_heads : int, default=4
+        Number of heads; ``hidden_size`` must be divisible by it.
+    ff_dim : int or None, default=None
+        Width of the readout feed-forward block; None means ``4 * hidden_size``.
+    {common}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels seen in ``fit``.
+    n_features_in_ : int
+        Number of input channels seen in ``fit``.
+    module_ : ContinuousFWP
+        The fitted torch module.
+    input_path_ : skfwp.path.InputPath
+        The fitted input path (time and count scales).
+    history_ : list of dict
+        One dict per epoch: ``epoch``, ``loss``, ``learning_rate``, ``seconds`` and,
+        with early stopping, ``val_loss`` and ``val_accuracy``.
+    loss_curve_ : list of float
+        Training loss per epoch.
+    n_iter_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch of the best monitored score (whose weights are kept with early stopping).
+
+    See Also
+    --------
+    NeuralCDEClassifier : the Neural CDE baseline.
+
+    References
+    ----------
+    .. [1] K. Irie, F. Faccio, J. Schmidhuber. "Neural Differential Equations for
+       Learning to Program Neural Nets Through Continuous Learning Rules".
+       NeurIPS 2022, arXiv:2206.01649.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp import ContinuousDeltaClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2, 12))
+    >>> y = np.where(X[:, 0].mean(axis=1) > 0, "up", "down")
+    >>> clf = ContinuousDeltaClassifier(hidden_size=8, n_heads=2, max_iter=5, random_state=0)
+    >>> clf.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """
+
+    _model_params = {
+        "learning_rule": "delta",
+        "post_tanh": False,
+        "variant": "cde",
+        "n_heads": 4,
+        "ff_dim": None,
+        "hidden_size": 64,
+    }
+    _model_constraints = {
+        "learning_rule": [StrOptions(set(LEARNING_RULES))],
+        "post_tanh": ["boolean"],
+        "variant": [StrOptions(set(VARIANTS))],
+        "n_heads": [Interval(numbers.Integral, 1, None, closed="left")],
+        "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    }
+
+    def _check_params(self):
+        if self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by n_heads={self.n_heads}."
+            )
+        if self.post_tanh and self.learning_rule != "delta":
+            raise ValueError(
+                f"post_tanh=True applies to learning_rule='delta' only, not {self.learning_rule!r}."
+            )
+
+    def _build_module(self, n_path_channels, n_classes):
+        return ContinuousFWP(
+            n_path_channels,
+            n_classes,
+            hidden_size=self.hidden_size,
+            n_heads=self.n_heads,
+            ff_dim=self.ff_dim,
+            learning_rule=self.learning_rule,
+            post_tanh=self.post_tanh,
+            variant=self.variant,
+        )

@@ -1,0 +1,209 @@
+"""Continuous-time Fast Weight Programmers (Irie, Faccio & Schmidhuber, NeurIPS 2022).
+
+A slow net reads the input path ``X(s)`` and, through a learning rule, continuously
+programs the fast weights ``W(s)``: one ``d x d`` matrix per head, ``d = H / n_heads``.
+
+Slow net, per head (``u`` is ``dX/ds`` for ``variant="cde"``, ``X`` otherwise)::
+
+    a      = LayerNorm(W_in u + b_in)                     (H,)
+    k, b~  = split(W_kb a);  k = softmax(k),  beta = sigmoid(b~)
+    v      = tanh(W_v X + b_v)                            (d,) per head
+
+Learning rules (the vector field ``dW/ds``)::
+
+    hebb :  beta v kᵀ
+    oja  :  beta v (k − Wᵀ v)ᵀ
+    delta:  beta (v − W k) kᵀ          post_tanh: beta tanh(v~ − W k) kᵀ, v~ = W_v X + b_v
+
+``variant="recurrent"`` adds the fast net's output ``y = W q`` to the slow net's
+input: ``a = LayerNorm(W_in u + R y + b_in)``. Design choice: the query ``q`` there
+(and at readout) comes from ``a0 = LayerNorm(W_in u + b_in)``, which keeps ``q``
+from depending on itself.
+
+Initial state: one Hebbian step from the first observation, ``W(0) = beta v kᵀ``.
+Readout at each case's own final knot ``T_i``::
+
+    q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q);  z = W_o y
+    z = z + FF(LayerNorm(z));  logits = W_c z
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..solver import integrate
+from .layers import FeedForward
+
+__all__ = ["LEARNING_RULES", "VARIANTS", "ContinuousFWP"]
+
+LEARNING_RULES = ("delta", "hebb", "oja")
+VARIANTS = ("cde", "ode", "recurrent")
+
+
+def _outer(a, b):
+    """Batched outer product ``a bᵀ`` per head: (..., h, d) x (..., h, d) -> (..., h, d, d)."""
+    return a.unsqueeze(-1) * b.unsqueeze(-2)
+
+
+def _matvec(W, x):
+    """``W x`` per head: (..., h, d, d) x (..., h, d) -> (..., h, d)."""
+    return (W @ x.unsqueeze(-1)).squeeze(-1)
+
+
+def learning_rule_update(rule, W, k, v, beta, post_tanh=False):
+    """``dW/ds`` of a learning rule.
+
+    Parameters
+    ----------
+    rule : {"hebb", "oja", "delta"}
+    W : Tensor of shape (..., h, d, d)
+    k, v : Tensor of shape (..., h, d)
+        Keys (on the simplex) and values (raw values ``v~`` when ``post_tanh``).
+    beta : Tensor of shape (..., h)
+
+    Returns
+    -------
+    Tensor of shape (..., h, d, d)
+    """
+    beta = beta[..., None, None]
+    if rule == "hebb":
+        return beta * _outer(v, k)
+    if rule == "oja":
+        return beta * _outer(v, k - _matvec(W.transpose(-1, -2), v))
+    error = v - _matvec(W, k)
+    if post_tanh:
+        error = torch.tanh(error)
+    return beta * _outer(error, k)
+
+
+class ContinuousFWP(nn.Module):
+    """Continuous FWP classifier: slow net, learning-rule field, Transformer readout.
+
+    Parameters
+    ----------
+    n_channels : int
+        Channels ``K`` of the input path (time channel included).
+    n_classes : int
+    hidden_size : int
+        ``H``, divisible by ``n_heads``.
+    n_heads : int
+    ff_dim : int or None
+        Width of the readout feed-forward block (None: ``4 H``).
+    learning_rule : {"delta", "hebb", "oja"}
+    post_tanh : bool
+        Delta rule only: squash the prediction error instead of the value.
+    variant : {"cde", "ode", "recurrent"}
+
+    Notes
+    -----
+    ``forward(path, **solver_options)`` returns logits of shape ``(batch, n_classes)``;
+    the state passed to the solver is ``W`` of shape ``(batch, n_heads, d, d)``.
+    """
+
+    def __init__(
+        self,
+        n_channels,
+        n_classes,
+        hidden_size=64,
+        n_heads=4,
+        ff_dim=None,
+        learning_rule="delta",
+        post_tanh=False,
+        variant="cde",
+    ):
+        super().__init__()
+        if hidden_size % n_heads:
+            raise ValueError(f"hidden_size={hidden_size} is not divisible by n_heads={n_heads}.")
+        if learning_rule not in LEARNING_RULES:
+            raise ValueError(f"learning_rule={learning_rule!r} is not one of {LEARNING_RULES}.")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r} is not one of {VARIANTS}.")
+        if post_tanh and learning_rule != "delta":
+            raise ValueError("post_tanh=True applies to learning_rule='delta' only.")
+        self.n_heads, self.head_dim = n_heads, hidden_size // n_heads
+        self.learning_rule, self.post_tanh, self.variant = learning_rule, post_tanh, variant
+        self.in_proj = nn.Linear(n_channels, hidden_size)  # W_in, b_in
+        self.in_norm = nn.LayerNorm(hidden_size)
+        self.key_rate = nn.Linear(hidden_size, n_heads * (self.head_dim + 1), bias=False)  # W_kb
+        self.value = nn.Linear(n_channels, hidden_size)  # W_v, b_v
+        self.recurrent = (
+            nn.Linear(hidden_size, hidden_size, bias=False) if variant == "recurrent" else None
+        )  # R
+        self.query = nn.Linear(hidden_size, hidden_size, bias=False)  # W_q
+        self.out_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # W_o
+        self.ff = FeedForward(hidden_size, 4 * hidden_size if ff_dim is None else ff_dim)
+        self.classifier = nn.Linear(hidden_size, n_classes)  # W_c
+
+    # -- slow net ---------------------------------------------------------------------
+    def _heads(self, x):
+        return x.unflatten(-1, (self.n_heads, self.head_dim))  # (..., H) -> (..., h, d)
+
+    def _drive(self, path, s):
+        """``u(s)`` (slow-net input) and ``X(s)`` (value input), each (batch, [S,] K)."""
+        x = path.evaluate(s)
+        u = x if self.variant == "ode" else path.derivative(s)
+        return u, x
+
+    def query_weights(self, u):
+        """Per-head query ``q = softmax(W_q a0)``, shape (..., h, d)."""
+        a0 = self.in_norm(self.in_proj(u))
+        return torch.softmax(self._heads(self.query(a0)), dim=-1)
+
+    def keys_values_rates(self, u, x, y=None):
+        """Slow net: ``k`` (..., h, d) on the simplex, ``v`` (..., h, d), ``beta`` (..., h).
+
+        ``y`` (..., H) is the fast net's output fed back by the recurrent variant.
+        """
+        pre = self.in_proj(u)
+        if y is not None:
+            pre = pre + self.recurrent(y)
+        kb = self.key_rate(self.in_norm(pre)).unflatten(-1, (self.n_heads, self.head_dim + 1))
+        k = torch.softmax(kb[..., :-1], dim=-1)
+        beta = torch.sigmoid(kb[..., -1])
+        v = self._heads(self.value(x))
+        if not self.post_tanh:
+            v = torch.tanh(v)
+        return k, v, beta
+
+    # -- dynamics ---------------------------------------------------------------------
+    def forward_field(self, s, W, path):
+        """``dW/ds`` at time ``s``; ``W`` of shape (batch, h, d, d)."""
+        u, x = self._drive(path, s)
+        y = None
+        if self.variant == "recurrent":
+            y = _matvec(W, self.query_weights(u)).flatten(-2)  # (batch, H)
+        k, v, beta = self.keys_values_rates(u, x, y)
+        return learning_rule_update(self.learning_rule, W, k, v, beta, self.post_tanh)
+
+    def initial_state(self, path):
+        """One Hebbian step from the first observation: ``W(0) = beta v kᵀ``."""
+        u, x = self._drive(path, 0.0)
+        k, v, beta = self.keys_values_rates(u, x)
+        if self.post_tanh:
+            v = torch.tanh(v)
+        return beta[..., None, None] * _outer(v, k)
+
+    def readout(self, W, path):
+        """Logits from the fast weights at each case's final knot, ``W`` (batch, h, d, d)."""
+        u = path.derivative_at_ends() if self.variant != "ode" else path.evaluate_at_ends()
+        y = _matvec(W, self.query_weights(u)).flatten(-2)  # (batch, H)
+        z = self.out_proj(y)
+        z = z + self.ff(z)
+        return self.classifier(z)
+
+    def forward(self, path, **solver_options):
+        W0 = self.initial_state(path)
+        W_end = integrate(_Field(self), W0, path, **solver_options)
+        return self.readout(W_end, path)
+
+
+class _Field(nn.Module):
+    """Adapter exposing ``ContinuousFWP.forward_field`` as ``field(s, z, path)``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, s, W, path):
+        return self.model.forward_field(s, W, path)
