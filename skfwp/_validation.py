@@ -70,7 +70,7 @@ def _stack_ragged(cases):
     return out
 
 
-def check_X(X, *, n_channels=None):
+def check_X(X, *, n_channels=None, return_format=False):
     """Validate a panel of time series.
 
     Parameters
@@ -80,6 +80,8 @@ def check_X(X, *, n_channels=None):
         The series; NaN marks an unobserved value.
     n_channels : int, default=None
         When given (at predict time), the number of channels ``X`` must have.
+    return_format : bool, default=False
+        Also return how ``X`` came: ``"list"`` (ragged cases), ``"2d"`` or ``"3d"``.
 
     Returns
     -------
@@ -87,6 +89,8 @@ def check_X(X, *, n_channels=None):
         A new array, NaN-padded at the end of short cases.
     lengths : ndarray of shape (n_cases,), int64
         Each case's length: one plus its last index with an observed value.
+    input_format : str
+        Only with ``return_format=True``.
     """
     if isinstance(X, (list, tuple)) and len(X) > 0 and not np.isscalar(X[0]):
         first = np.asarray(X[0], dtype=object)
@@ -94,16 +98,22 @@ def check_X(X, *, n_channels=None):
     else:
         ragged = False
     if ragged:
-        arr = _stack_ragged(X)
+        arr, input_format = _stack_ragged(X), "list"
     else:
         arr = _as_float_array(X, what="X")
+        input_format = f"{arr.ndim}d"
         if arr.ndim == 2:
             arr = arr[:, None, :]  # (n_cases, 1, n_timepoints)
         elif arr.ndim != 3:
+            hint = (
+                " Reshape your data: X.reshape(1, -1) for one univariate series."
+                if arr.ndim == 1
+                else ""
+            )
             raise ValueError(
                 "X must be 2D (n_cases, n_timepoints), 3D (n_cases, n_channels, "
                 f"n_timepoints) or a list of 2D cases; got an array of shape {arr.shape} "
-                f"({arr.ndim}D)."
+                f"({arr.ndim}D).{hint}"
             )
     n_cases, n_ch, n_timepoints = arr.shape
     if n_cases == 0:
@@ -121,14 +131,16 @@ def check_X(X, *, n_channels=None):
     empty = np.flatnonzero(~observed.any(axis=1))
     if empty.size:
         raise ValueError(f"Case(s) {empty[:10].tolist()} of X have no observed (non-NaN) value.")
-    lengths = n_timepoints - np.argmax(observed[:, ::-1], axis=1)
-    return arr, lengths.astype(np.int64)
+    lengths = (n_timepoints - np.argmax(observed[:, ::-1], axis=1)).astype(np.int64)
+    if return_format:
+        return arr, lengths, input_format
+    return arr, lengths
 
 
 def check_y(y, n_cases):
     """Validate classification targets; returns a 1D array (a new object)."""
     if y is None:
-        raise ValueError("y is required: a classifier needs a target (got y=None).")
+        raise ValueError("This classifier requires y to be passed, but the target y is None.")
     y = column_or_1d(y, warn=True)
     if y.shape[0] != n_cases:
         raise ValueError(

@@ -436,4 +436,5 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
 
     def predict(self, X):
         """Predicted labels, ``ndarray of shape (n_cases,)``, of the type of ``y``."""
-        return self.classes_[self._logits(X).argmax(1).numpy()]
+        index = self._logits(X).argmax(1).numpy()
+        return self.classes_[index]

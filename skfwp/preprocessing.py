@@ -77,22 +77,18 @@ class ChannelStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimato
 
     def transform(self, X):
         """Standardised copy of ``X``, in ``X``'s format (2D, 3D, or list of cases)."""
-        check_is_fitted(self)
-        arr, lengths = check_X(X, n_channels=self.n_features_in_)
-        out = (arr - self.mean_[None, :, None]) / self.scale_[None, :, None]
-        if isinstance(X, (list, tuple)) and len({np.shape(c) for c in X}) > 1:
-            return [out[i, :, :n] for i, n in enumerate(lengths)]
-        if np.ndim(X) == 2:
-            return out[:, 0, :]
-        return out
+        return self._apply(
+            X, lambda a: (a - self.mean_[None, :, None]) / self.scale_[None, :, None]
+        )
 
     def inverse_transform(self, X):
         """Undo :meth:`transform`."""
+        return self._apply(X, lambda a: a * self.scale_[None, :, None] + self.mean_[None, :, None])
+
+    def _apply(self, X, fn):
         check_is_fitted(self)
-        arr, lengths = check_X(X, n_channels=self.n_features_in_)
-        out = arr * self.scale_[None, :, None] + self.mean_[None, :, None]
-        if isinstance(X, (list, tuple)) and len({np.shape(c) for c in X}) > 1:
+        arr, lengths, input_format = check_X(X, n_channels=self.n_features_in_, return_format=True)
+        out = fn(arr)
+        if input_format == "list":
             return [out[i, :, :n] for i, n in enumerate(lengths)]
-        if np.ndim(X) == 2:
-            return out[:, 0, :]
-        return out
+        return out[:, 0, :] if input_format == "2d" else out

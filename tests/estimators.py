@@ -1,0 +1,19 @@
+"""Every public classifier with small settings: the shared contract tests run over these.
+
+A new classifier adds one entry here and inherits every test of test_common.py.
+"""
+
+from skfwp import ContinuousDeltaClassifier
+
+#: (estimator class, small parameters used across the shared tests)
+SMALL = [
+    (ContinuousDeltaClassifier, {"hidden_size": 8, "n_heads": 2, "ff_dim": 8}),
+]
+
+
+def small_instances(**overrides):
+    return [cls(**{**params, **overrides}) for cls, params in SMALL]
+
+
+def ids():
+    return [cls.__name__ for cls, _ in SMALL]

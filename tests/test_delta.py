@@ -1,0 +1,127 @@
+"""ContinuousDeltaClassifier's model: learning rules against closed forms and an oracle."""
+
+import numpy as np
+import pytest
+import torch
+
+from skfwp._validation import check_X
+from skfwp.nn.fwp import ContinuousFWP, learning_rule_update
+from skfwp.path import InputPath
+from skfwp.solver import integrate
+
+B, H, D, T = 2, 2, 3, 4.0
+
+
+class ConstantRule(torch.nn.Module):
+    """dW/ds for fixed k, v, beta: the setting of MODELS.md's closed forms."""
+
+    def __init__(self, rule, k, v, beta):
+        super().__init__()
+        self.rule, self.k, self.v, self.beta = rule, k, v, beta
+
+    def forward(self, s, W, path):
+        return learning_rule_update(self.rule, W, self.k, self.v, self.beta)
+
+
+def _path(n_knots, ends, random_state=0, n_channels=2):
+    rng = np.random.default_rng(random_state)
+    X = rng.normal(size=(len(ends), n_channels, n_knots))
+    for i, e in enumerate(ends):
+        X[i, :, e + 1 :] = np.nan
+    arr, lengths = check_X(X)
+    ip = InputPath().fit(arr, lengths)
+    return ip, ip.transform(arr, lengths, dtype=torch.float64).batch(range(len(ends)))
+
+
+def _closed_form(rule, W0, k, v, beta, t):
+    b = beta[..., None, None]
+    if rule == "hebb":
+        return W0 + b * v[..., :, None] * k[..., None, :] * t
+    if rule == "delta":
+        kk = (k * k).sum(-1)[..., None, None]
+        err = v - (W0 @ k[..., None])[..., 0]
+        return W0 + err[..., :, None] * k[..., None, :] * (1 - torch.exp(-b * kk * t)) / kk
+    vv = (v * v).sum(-1)[..., None, None]
+    u = k - (W0.transpose(-1, -2) @ v[..., None])[..., 0]
+    return W0 + v[..., :, None] * u[..., None, :] * (1 - torch.exp(-b * vv * t)) / vv
+
+
+@pytest.mark.parametrize("rule", ["hebb", "oja", "delta"])
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_learning_rules_match_closed_forms(rule, method):
+    g = torch.Generator().manual_seed(0)
+    k = torch.softmax(torch.randn(B, H, D, generator=g, dtype=torch.float64), -1)
+    v = torch.tanh(torch.randn(B, H, D, generator=g, dtype=torch.float64))
+    beta = torch.sigmoid(torch.randn(B, H, generator=g, dtype=torch.float64))
+    W0 = torch.randn(B, H, D, D, generator=g, dtype=torch.float64)
+    _, path = _path(int(T) + 1, [int(T), 2])
+    W_end = integrate(
+        ConstantRule(rule, k, v, beta),
+        W0,
+        path,
+        method=method,
+        step_size=0.1,
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    for i, t in enumerate([T, 2.0]):
+        expected = _closed_form(rule, W0[i], k[i], v[i], beta[i], t)
+        torch.testing.assert_close(W_end[i], expected, rtol=1e-5, atol=1e-5)
+    # the state actually moved: the comparison is not W0 == W0
+    assert (W_end[0] - W0[0]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("rule", ["hebb", "oja", "delta"])
+@pytest.mark.parametrize("variant", ["cde", "ode", "recurrent"])
+def test_fixed_step_solution_matches_adaptive_oracle(rule, variant):
+    """rk4 with a fine step against dopri5 at tight tolerance, on random input paths."""
+    ip, path = _path(9, [8, 5, 3], random_state=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ContinuousFWP(
+            ip.n_path_channels_, 3, hidden_size=8, n_heads=2, learning_rule=rule, variant=variant
+        ).double()
+    fine = model(path, method="rk4", step_size=0.05)
+    oracle = model(path, method="dopri5", rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fine, oracle, rtol=1e-5, atol=1e-5)
+    coarse = model(path, method="euler", step_size=1.0)
+    assert (coarse - oracle).abs().max() > 1e-4  # the oracle can tell solvers apart
+
+
+def test_post_tanh_delta_field():
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(B, H, D, D, generator=g)
+    k = torch.softmax(torch.randn(B, H, D, generator=g), -1)
+    v_raw = 3 * torch.randn(B, H, D, generator=g)
+    beta = torch.rand(B, H, generator=g)
+    out = learning_rule_update("delta", W, k, v_raw, beta, post_tanh=True)
+    expected = beta[..., None, None] * torch.einsum(
+        "bhi,bhj->bhij", torch.tanh(v_raw - torch.einsum("bhij,bhj->bhi", W, k)), k
+    )
+    torch.testing.assert_close(out, expected)
+
+
+def test_initial_state_is_one_hebbian_step():
+    ip, path = _path(6, [5, 4])
+    model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2).double()
+    W0 = model.initial_state(path)
+    k, v, beta = model.keys_values_rates(path.derivative(0.0), path.evaluate(0.0))
+    torch.testing.assert_close(W0, beta[..., None, None] * torch.einsum("bhi,bhj->bhij", v, k))
+
+
+def test_readout_uses_each_case_own_end():
+    """Cases of different lengths are read at their own T_i, not at the batch's end."""
+    ip, path = _path(9, [8, 4], random_state=2)
+    model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2).double()
+    both = model(path, method="rk4")
+    short_alone = model(
+        type(path)(path.coeffs[1:, :4], path.ends[1:], path.interpolation), method="rk4"
+    )
+    torch.testing.assert_close(both[1:], short_alone)
+
+
+def test_module_rejects_bad_settings():
+    with pytest.raises(ValueError, match="divisible"):
+        ContinuousFWP(3, 2, hidden_size=10, n_heads=4)
+    with pytest.raises(ValueError, match="post_tanh"):
+        ContinuousFWP(3, 2, hidden_size=8, n_heads=2, learning_rule="hebb", post_tanh=True)
