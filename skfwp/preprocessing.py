@@ -41,7 +41,7 @@ class ChannelStandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimato
     >>> X = np.array([[[1.0, 3.0, np.nan]], [[5.0, 7.0, 9.0]]])  # 2 cases, 1 channel
     >>> Xt = ChannelStandardScaler().fit_transform(X)
     >>> np.round(Xt[1, 0], 3)
-    array([0.302, 1.057, 1.811])
+    array([0.   , 0.707, 1.414])
     >>> bool(np.isnan(Xt[0, 0, 2]))
     True
     """
