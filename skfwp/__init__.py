@@ -1,8 +1,9 @@
 """skfwp: scikit-learn compatible continuous-time neural sequence classifiers."""
 
 from .delta import ContinuousDeltaClassifier
+from .persistence import load
 from .preprocessing import ChannelStandardScaler
 
 __version__ = "0.1.0"
 
-__all__ = ["ChannelStandardScaler", "ContinuousDeltaClassifier", "__version__"]
+__all__ = ["ChannelStandardScaler", "ContinuousDeltaClassifier", "__version__", "load"]

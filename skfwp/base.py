@@ -10,10 +10,12 @@ only stores them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import numbers
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -55,6 +57,9 @@ COMMON_PARAMS = {
     "random_state": None,
     "verbose": 0,
     "warm_start": False,
+    "callbacks": None,
+    "max_time": None,
+    "n_threads": None,
 }
 
 COMMON_PARAMS_DOC = """\
@@ -107,7 +112,17 @@ hidden_size : int, default={hidden_size}
         Print one line per epoch when > 0.
     warm_start : bool, default=False
         Continue training the fitted module on the next ``fit`` instead of starting
-        afresh (same classes and channels required)."""
+        afresh (same classes and channels required).
+    callbacks : list of callable or None, default=None
+        Each is called as ``callback(estimator, record)`` after every epoch, with
+        ``record`` the epoch's ``history_`` entry; a callback returning True stops
+        training (``stop_reason_`` says so).
+    max_time : float or None, default=None
+        Training budget in seconds, checked after each epoch.
+    n_threads : int or None, default=None
+        torch CPU threads during ``fit`` and ``predict`` (restored afterwards). None
+        leaves torch's setting alone (joblib workers already limit it to their share
+        of the cores)."""
 
 _COMMON_CONSTRAINTS = {
     "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -132,7 +147,20 @@ _COMMON_CONSTRAINTS = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
     "warm_start": ["boolean"],
+    "callbacks": [list, tuple, None],
+    "max_time": [Interval(numbers.Real, 0, None, closed="neither"), None],
+    "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
 }
+
+
+_MAX_RETRIES = 4
+
+#: Every skfwp classifier class by name: what :func:`skfwp.load` may rebuild.
+_REGISTRY = {}
+
+
+class _NonFiniteStep(ArithmeticError):
+    """A training step produced a non-finite loss or gradient."""
 
 
 def _resolve_device(device):
@@ -150,6 +178,20 @@ def _resolve_device(device):
     return device
 
 
+@contextlib.contextmanager
+def _torch_threads(n_threads):
+    """Run a block with ``n_threads`` torch CPU threads (None: leave it as it is)."""
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     """Base class of skfwp classifiers (not for direct use); see the module docstring."""
 
@@ -158,6 +200,7 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
         defaults = {**COMMON_PARAMS, **cls._model_params}
         names = list(cls._model_params) + [n for n in COMMON_PARAMS if n not in cls._model_params]
         cls._parameter_constraints = {**_COMMON_CONSTRAINTS, **cls._model_constraints}
@@ -193,6 +236,45 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self):
         """Cross-parameter checks beyond ``_parameter_constraints`` (override to add)."""
+
+    def _new_module(self, seed, n_path_channels, n_classes):
+        """``_build_module`` with its initialisation seeded, global RNG state restored."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._build_module(n_path_channels, n_classes)
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted classifier to ``path``; read it back with :func:`skfwp.load`.
+
+        The file holds plain data only (JSON parameters, tensors, versions, a SHA-256
+        digest) and loads with ``torch.load(weights_only=True)``: no code is executed.
+        """
+        from .persistence import save
+
+        save(self, path)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
+            # pickles load on CPU-only machines: the module travels on the CPU
+            state["module_"] = copy.deepcopy(module).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is not None:
+            if device.type == "cuda" and not torch.cuda.is_available():
+                warnings.warn(
+                    "this model was fitted on CUDA, which is not available here; it "
+                    "predicts on the CPU.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self.device_ = torch.device("cpu")
+            self.module_ = self.module_.to(self.device_)
 
     # -- sklearn API ----------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -255,19 +337,24 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         else:
             input_path = self.input_path_
         data = input_path.transform(X, lengths)
-        if not warm:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                module = self._build_module(input_path.n_path_channels_, len(classes))
-        else:
+        if warm:
             module = self.module_
+        else:
+            module = self._new_module(seed, input_path.n_path_channels_, len(classes))
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
         self.input_path_ = input_path
         self.device_ = device
         self.module_ = module.to(device)
         weights = sample_weight * self._class_weights(y_index, len(classes))
-        self._train(data, y_index, weights, rng)
+        try:
+            with _torch_threads(self.n_threads):
+                self._train(data, y_index, weights, rng)
+        except Exception:
+            if not warm:  # a failed fit leaves no half-fitted estimator behind
+                for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+                    delattr(self, name)
+            raise
         return self
 
     def _class_weights(self, y_index, n_classes):
@@ -311,73 +398,131 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return self.module_(path, **self._solver_options())
 
     def _train(self, data, y_index, weights, rng):
-        """The one training loop: Adam, weighted cross-entropy, plateau LR, early stopping."""
-        module, device = self.module_, self.device_
+        """The one training loop: Adam, weighted cross-entropy, plateau LR, early stopping.
+
+        Safeguards: a step with a non-finite loss or gradient rolls the epoch back to the
+        weights it started from, divides the learning rate by 10 and runs the epoch
+        again (at most ``_MAX_RETRIES`` times per fit, then a ``FloatingPointError``
+        naming the epoch); Ctrl-C keeps the best weights so far and warns; callbacks and
+        ``max_time`` end training cleanly after an epoch.
+        """
+        module = self.module_
         train_idx, val_idx = self._split(y_index, rng)
         y_t = torch.as_tensor(y_index, dtype=torch.long)
         w_t = torch.as_tensor(weights, dtype=torch.float32)
         optimizer = torch.optim.Adam(
             module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
         )
-        monitor_val = val_idx is not None
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=0.5, patience=max(self.n_iter_no_change // 2, 1)
         )
         if not (self.warm_start and hasattr(self, "history_")):
             self.history_ = []
-        best_key, best_state, stall = None, None, 0
-        for epoch in range(1, self.max_iter + 1):
-            start = time.perf_counter()
-            module.train()
-            order = rng.permutation(train_idx)
-            total, total_w = 0.0, 0.0
-            for lo in range(0, len(order), self.batch_size):
-                index = order[lo : lo + self.batch_size]
-                logits = self._batch_logits(data, index)
-                target, w = y_t[index].to(device), w_t[index].to(device)
-                losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-                loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * float(w.sum())
-                total_w += float(w.sum())
-            record = {"epoch": epoch, "loss": total / max(total_w, 1e-12)}
-            if monitor_val:
-                val_loss, val_acc = self._evaluate(data, val_idx, y_t, w_t)
-                record.update(val_loss=val_loss, val_accuracy=val_acc)
-                # higher accuracy wins; equal accuracy is broken by lower loss
-                key = (val_acc, -val_loss)
-                improved = best_key is None or (
-                    val_acc > best_key[0] + self.tol
-                    or (val_acc >= best_key[0] and -val_loss > best_key[1] + self.tol)
-                )
-                scheduler.step(val_loss)
-            else:
-                key = (-record["loss"],)
-                improved = best_key is None or key[0] > best_key[0] + self.tol
-                scheduler.step(record["loss"])
-            record["learning_rate"] = optimizer.param_groups[0]["lr"]
-            record["seconds"] = time.perf_counter() - start
-            self.history_.append(record)
-            if self.verbose:
-                self._print_epoch(record)
-            if improved:
-                best_key, stall, self.best_epoch_ = key, 0, epoch
+        monitor_val = val_idx is not None
+        best_key, best_state, stall, retries = None, None, 0, 0
+        self.best_epoch_ = 0
+        started, epoch, stop_reason = time.perf_counter(), 0, None
+        try:
+            while epoch < self.max_iter:
+                epoch += 1
+                start = time.perf_counter()
+                good = copy.deepcopy((module.state_dict(), optimizer.state_dict()))
+                try:
+                    loss = self._run_epoch(data, rng.permutation(train_idx), y_t, w_t, optimizer)
+                except _NonFiniteStep as exc:
+                    retries += 1
+                    if retries > _MAX_RETRIES:
+                        raise FloatingPointError(
+                            f"Training diverged at epoch {epoch}: {exc}, even after lowering "
+                            f"the learning rate {_MAX_RETRIES} times. Standardise X (e.g. with "
+                            "ChannelStandardScaler) or lower learning_rate_init."
+                        ) from None
+                    module.load_state_dict(good[0])
+                    optimizer.load_state_dict(good[1])
+                    for group in optimizer.param_groups:
+                        group["lr"] *= 0.1
+                    warnings.warn(
+                        f"epoch {epoch}: {exc}; weights rolled back to the start of the epoch "
+                        f"and learning rate lowered to {optimizer.param_groups[0]['lr']:.2e}.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    epoch -= 1
+                    continue
+                record = {"epoch": epoch, "loss": loss}
                 if monitor_val:
-                    best_state = copy.deepcopy(module.state_dict())
-            else:
-                stall += 1
+                    val_loss, val_acc = self._evaluate(data, val_idx, y_t, w_t)
+                    record.update(val_loss=val_loss, val_accuracy=val_acc)
+                    # higher accuracy wins; equal accuracy is broken by lower loss
+                    key = (val_acc, -val_loss)
+                    improved = best_key is None or (
+                        val_acc > best_key[0] + self.tol
+                        or (val_acc >= best_key[0] and -val_loss > best_key[1] + self.tol)
+                    )
+                    scheduler.step(val_loss)
+                else:
+                    key = (-loss,)
+                    improved = best_key is None or key[0] > best_key[0] + self.tol
+                    scheduler.step(loss)
+                record["learning_rate"] = optimizer.param_groups[0]["lr"]
+                record["seconds"] = time.perf_counter() - start
+                self.history_.append(record)
+                if self.verbose:
+                    self._print_epoch(record)
+                if improved:
+                    best_key, stall, self.best_epoch_ = key, 0, epoch
+                    if monitor_val:
+                        best_state = copy.deepcopy(module.state_dict())
+                else:
+                    stall += 1
                 if stall >= self.n_iter_no_change:
                     break
+                if any(callback(self, record) for callback in self.callbacks or ()):
+                    stop_reason = "a callback"
+                    break
+                if self.max_time is not None and time.perf_counter() - started > self.max_time:
+                    stop_reason = f"max_time={self.max_time}s"
+                    break
+        except KeyboardInterrupt:
+            warnings.warn(
+                f"fit interrupted during epoch {epoch}; keeping the "
+                + ("best weights so far." if best_state is not None else "current weights."),
+                UserWarning,
+                stacklevel=3,
+            )
+            stop_reason = "KeyboardInterrupt"
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
-        self.n_iter_ = epoch
+        self.n_iter_ = len(self.history_)
+        self.stop_reason_ = stop_reason
         self.loss_curve_ = [r["loss"] for r in self.history_]
         if monitor_val:
             self.validation_scores_ = [r["val_accuracy"] for r in self.history_]
             self.best_validation_score_ = float(best_key[0])
+
+    def _run_epoch(self, data, order, y_t, w_t, optimizer):
+        """One pass over ``order``; returns the weighted mean loss."""
+        module, device = self.module_, self.device_
+        module.train()
+        total, total_w = 0.0, 0.0
+        for lo in range(0, len(order), self.batch_size):
+            index = order[lo : lo + self.batch_size]
+            logits = self._batch_logits(data, index)
+            target, w = y_t[index].to(device), w_t[index].to(device)
+            losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+            loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
+            if not torch.isfinite(loss):
+                raise _NonFiniteStep("non-finite loss")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            if not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
+                raise _NonFiniteStep("non-finite gradient")
+            optimizer.step()
+            total += float(loss.detach()) * float(w.sum())
+            total_w += float(w.sum())
+        return total / max(total_w, 1e-12)
 
     @staticmethod
     def _print_epoch(record):
@@ -410,13 +555,14 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         check_is_fitted(self)
         X, lengths = check_X(X, n_channels=self.n_features_in_)
         self.module_.eval()
-        chunk = max(self.batch_size, 256)
+        chunk = max(self.batch_size, 256)  # cases turned into spline coefficients at once
         out = []
-        for lo in range(0, len(X), chunk):
-            data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
-            for b in range(0, len(data), self.batch_size):
-                index = np.arange(b, min(b + self.batch_size, len(data)))
-                out.append(self._batch_logits(data, index).double().cpu())
+        with _torch_threads(self.n_threads):
+            for lo in range(0, len(X), chunk):
+                data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
+                for b in range(0, len(data), self.batch_size):
+                    index = np.arange(b, min(b + self.batch_size, len(data)))
+                    out.append(self._batch_logits(data, index).double().cpu())
         return torch.cat(out)
 
     def predict_proba(self, X):
