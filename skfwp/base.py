@@ -223,6 +223,7 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
             ]
         )
         __init__.__qualname__ = f"{cls.__name__}.__init__"
+        __init__.__module__ = cls.__module__
         __init__.__doc__ = f"Store the parameters of :class:`{cls.__name__}`."
         cls.__init__ = __init__
         if cls.__doc__ and "{common}" in cls.__doc__:
