@@ -1,0 +1,100 @@
+"""Bounded resources: predict memory vs number of cases, and torch threads under joblib.
+
+Prints two markdown tables:
+
+1. peak RSS of a process that predicts 1k, 10k and 100k cases of length 100 (each size
+   in a fresh subprocess, so peaks do not carry over), beside the size of the input;
+2. wall time of ``GridSearchCV(n_jobs=2)`` on a small grid, with torch's threads left
+   to joblib (each loky worker gets its share of the cores), and with every worker
+   forced to use all cores (``n_threads=os.cpu_count()``: oversubscription), beside
+   ``n_jobs=1``. Ratios to the ``n_jobs=1`` row, measured in the same run, are what
+   count on a shared machine.
+
+Run: ``python benchmarks/resources.py [--quick]``
+"""
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import time
+
+import numpy as np
+
+
+def _fitted_model():
+    from skfwp import ContinuousDeltaClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 2, 100))
+    y = (X[:, 0].mean(axis=1) > 0).astype(int)
+    return ContinuousDeltaClassifier(
+        hidden_size=16, n_heads=2, max_iter=1, batch_size=256, random_state=0
+    ).fit(X, y)
+
+
+def _predict_peak(n_cases, queue):
+    model = _fitted_model()
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n_cases, 2, 100)).astype(np.float64)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    model.predict(X)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((X.nbytes / 2**20, base / 1024, peak / 1024, seconds))
+
+
+def predict_memory(sizes):
+    ctx = mp.get_context("spawn")
+    rows = []
+    for n in sizes:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_predict_peak, args=(n, queue))
+        proc.start()
+        rows.append((n, *queue.get()))
+        proc.join()
+    print("\n| cases | input MiB | RSS before predict MiB | peak RSS MiB | predict s |")
+    print("|---|---|---|---|---|")
+    for n, x_mib, base, peak, seconds in rows:
+        print(f"| {n:,} | {x_mib:.0f} | {base:.0f} | {peak:.0f} | {seconds:.1f} |")
+
+
+def grid_threads(n_cases):
+    from sklearn.model_selection import GridSearchCV
+
+    from skfwp import ContinuousDeltaClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_cases, 3, 50))
+    y = (X[:, 0].mean(axis=1) > 0).astype(int)
+    grid = {"learning_rule": ["delta", "hebb"], "hidden_size": [16, 32]}
+    rows = []
+    for label, n_jobs, n_threads in [
+        ("n_jobs=1", 1, None),
+        ("n_jobs=2, threads left to joblib", 2, None),
+        (f"n_jobs=2, n_threads={os.cpu_count()} per worker", 2, os.cpu_count()),
+    ]:
+        clf = ContinuousDeltaClassifier(n_heads=4, max_iter=3, random_state=0, n_threads=n_threads)
+        start = time.perf_counter()
+        GridSearchCV(clf, grid, cv=2, n_jobs=n_jobs).fit(X, y)
+        rows.append((label, time.perf_counter() - start))
+    base = rows[0][1]
+    print("\n| GridSearchCV (8 fits) | wall s | ratio to n_jobs=1 |")
+    print("|---|---|---|")
+    for label, seconds in rows:
+        print(f"| {label} | {seconds:.1f} | {seconds / base:.2f} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    args = parser.parse_args(argv)
+    sizes = (100, 1_000) if args.quick else (1_000, 10_000, 100_000)
+    print(f"machine: {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
+    predict_memory(sizes)
+    grid_threads(40 if args.quick else 200)
+
+
+if __name__ == "__main__":
+    main()
