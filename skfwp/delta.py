@@ -7,7 +7,13 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .base import BaseSequenceClassifier
-from .nn.fwp import LEARNING_RULES, VARIANTS, ContinuousFWP
+from .nn.fwp import (
+    LEARNING_RULES,
+    SOLVER_BACKENDS,
+    VARIANTS,
+    ContinuousFWP,
+    use_fast_solver,
+)
 
 __all__ = ["ContinuousDeltaClassifier"]
 
@@ -41,6 +47,15 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
         Number of heads; ``hidden_size`` must be divisible by it.
     ff_dim : int or None, default=None
         Width of the readout feed-forward block; None means ``4 * hidden_size``.
+    solver_backend : {{"auto", "fast", "generic"}}, default="auto"
+        ``"fast"``: the fast solver (:mod:`skfwp.fast_solver`), which evaluates the
+        slow net at every solver stage in one batched call and back-propagates through
+        the affine learning rule with a hand-written, checkpointed backward; it needs
+        ``variant`` "cde" or "ode", ``post_tanh=False``, ``method`` "euler",
+        "midpoint" or "rk4" and ``adjoint=False``, and raises a ValueError naming the
+        setting otherwise. ``"generic"``: the torchdiffeq solver, one slow-net call per
+        stage. ``"auto"``: fast where it applies, generic otherwise. Both give the same
+        logits and gradients up to float rounding.
     {common}
 
     Attributes
@@ -91,6 +106,7 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
         "variant": "cde",
         "n_heads": 4,
         "ff_dim": None,
+        "solver_backend": "auto",
         "hidden_size": 64,
     }
     _model_constraints = {
@@ -99,6 +115,7 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
         "variant": [StrOptions(set(VARIANTS))],
         "n_heads": [Interval(numbers.Integral, 1, None, closed="left")],
         "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "solver_backend": [StrOptions(set(SOLVER_BACKENDS))],
     }
 
     def _check_params(self):
@@ -110,6 +127,17 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
             raise ValueError(
                 f"post_tanh=True applies to learning_rule='delta' only, not {self.learning_rule!r}."
             )
+        use_fast_solver(  # raises for solver_backend="fast" with settings it cannot run
+            self.solver_backend,
+            self.learning_rule,
+            self.post_tanh,
+            self.variant,
+            self.method,
+            self.adjoint,
+        )
+
+    def _solver_options(self):
+        return {**super()._solver_options(), "solver_backend": self.solver_backend}
 
     def _build_module(self, n_path_channels, n_classes):
         return ContinuousFWP(

@@ -1,5 +1,5 @@
 """Pure torch models: torch in, torch out; nothing here knows scikit-learn."""
 
-from .fwp import LEARNING_RULES, VARIANTS, ContinuousFWP
+from .fwp import LEARNING_RULES, SOLVER_BACKENDS, VARIANTS, ContinuousFWP
 
-__all__ = ["LEARNING_RULES", "VARIANTS", "ContinuousFWP"]
+__all__ = ["LEARNING_RULES", "SOLVER_BACKENDS", "VARIANTS", "ContinuousFWP"]

@@ -25,6 +25,13 @@ Readout at each case's own final knot ``T_i``::
 
     q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q);  z = W_o y
     z = z + FF(LayerNorm(z));  logits = W_c z
+
+Solvers (``solver_backend``): for the ``"cde"`` and ``"ode"`` variants without
+``post_tanh``, ``k``, ``v`` and ``beta`` depend on the input path only, so ``dW/ds``
+is affine in ``W`` and every rule is one rank-one form (:func:`rank_one_form`) that
+:mod:`skfwp.fast_solver` integrates with the slow net evaluated at all stage times in
+one batched call. Otherwise, and with ``solver_backend="generic"``, the field goes
+through :func:`skfwp.solver.integrate` (torchdiffeq) one stage at a time.
 """
 
 from __future__ import annotations
@@ -32,13 +39,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
 from ..solver import integrate
 from .layers import FeedForward
 
-__all__ = ["LEARNING_RULES", "VARIANTS", "ContinuousFWP"]
+__all__ = [
+    "LEARNING_RULES",
+    "SOLVER_BACKENDS",
+    "VARIANTS",
+    "ContinuousFWP",
+    "rank_one_form",
+    "use_fast_solver",
+]
 
 LEARNING_RULES = ("delta", "hebb", "oja")
 VARIANTS = ("cde", "ode", "recurrent")
+SOLVER_BACKENDS = ("auto", "fast", "generic")
 
 
 def _outer(a, b):
@@ -77,6 +93,56 @@ def learning_rule_update(rule, W, k, v, beta, post_tanh=False):
     return beta * _outer(error, k)
 
 
+def rank_one_form(rule, k, v):
+    """A rule as the fast solver's ``dS/ds = beta (p − S q) qᵀ`` (or ``beta p qᵀ``).
+
+    Returns ``(p, q, decay, transposed)``: ``S = Wᵀ`` when ``transposed``. Delta:
+    ``S = W, p = v, q = k``; Hebb: the same without decay; Oja: ``dWᵀ/ds =
+    beta (k − Wᵀ v) vᵀ``, the delta form on ``Wᵀ`` with keys and values swapped.
+    """
+    if rule == "oja":
+        return k, v, True, True
+    return v, k, rule == "delta", False
+
+
+def _fast_solver_unsupported(learning_rule, post_tanh, variant, method, adjoint):
+    """Why the fast solver cannot run these settings, or None when it can."""
+    if variant not in ("cde", "ode"):
+        return (
+            f"variant={variant!r} feeds the fast weights back into the slow net, so the "
+            "learning rule is not affine in W"
+        )
+    if post_tanh:
+        return "post_tanh=True squashes the error v − W k, so the learning rule is not affine in W"
+    if method not in FAST_METHODS:
+        return f"method={method!r} is not one of the fast solver's methods {FAST_METHODS}"
+    if adjoint:
+        return (
+            "adjoint=True asks for torchdiffeq's continuous adjoint; the fast solver "
+            "back-propagates through its discrete steps in bounded memory instead"
+        )
+    return None
+
+
+def use_fast_solver(solver_backend, learning_rule, post_tanh, variant, method, adjoint):
+    """Whether ``solver_backend`` runs the fast solver for these settings.
+
+    ``"auto"``: where it applies; ``"generic"``: never; ``"fast"``: always, and a
+    ValueError says why when the settings do not allow it.
+    """
+    if solver_backend not in SOLVER_BACKENDS:
+        raise ValueError(f"solver_backend={solver_backend!r} is not one of {SOLVER_BACKENDS}.")
+    if solver_backend == "generic":
+        return False
+    reason = _fast_solver_unsupported(learning_rule, post_tanh, variant, method, adjoint)
+    if reason is not None and solver_backend == "fast":
+        raise ValueError(
+            f"solver_backend='fast' cannot be used: {reason}. "
+            "Use solver_backend='generic' or 'auto'."
+        )
+    return reason is None
+
+
 class ContinuousFWP(nn.Module):
     """Continuous FWP classifier: slow net, learning-rule field, Transformer readout.
 
@@ -97,8 +163,11 @@ class ContinuousFWP(nn.Module):
 
     Notes
     -----
-    ``forward(path, **solver_options)`` returns logits of shape ``(batch, n_classes)``;
-    the state passed to the solver is ``W`` of shape ``(batch, n_heads, d, d)``.
+    ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
+    ``(batch, n_classes)``; the solver state is ``W`` of shape ``(batch, n_heads, d, d)``.
+    ``solver_backend``: ``"fast"`` (:mod:`skfwp.fast_solver`; a ValueError says why
+    when the settings do not allow it), ``"generic"`` (:func:`skfwp.solver.integrate`)
+    or ``"auto"`` (fast where it applies).
     """
 
     def __init__(
@@ -192,10 +261,37 @@ class ContinuousFWP(nn.Module):
         z = z + self.ff(z)
         return self.classifier(z)
 
-    def forward(self, path, **solver_options):
+    def forward(self, path, solver_backend="auto", **solver_options):
+        fast = use_fast_solver(
+            solver_backend,
+            self.learning_rule,
+            self.post_tanh,
+            self.variant,
+            solver_options.get("method", "rk4"),
+            solver_options.get("adjoint", False),
+        )
         W0 = self.initial_state(path)
-        W_end = integrate(_Field(self), W0, path, **solver_options)
+        if fast:
+            W_end = self.integrate_fast(W0, path, **solver_options)
+        else:
+            W_end = integrate(_Field(self), W0, path, **solver_options)
         return self.readout(W_end, path)
+
+    def integrate_fast(self, W0, path, method="rk4", step_size=None, **unused):
+        """``W(T_i)`` from the fast solver: the slow net at every stage time in one call.
+
+        ``unused`` takes the generic path's options (``rtol``, ``atol``, ``adjoint``),
+        which fixed-step methods ignore.
+        """
+        if int(path.ends.max()) == 0:  # every case is a single observation
+            return W0
+        plan = StagePlan(path.ends, method, step_size, W0.dtype)
+        u, x = self._drive(path, plan.times)  # (batch, n_times, K)
+        k, v, beta = self.keys_values_rates(u.transpose(0, 1), x.transpose(0, 1))
+        p, q, decay, transposed = rank_one_form(self.learning_rule, k, v)
+        S0 = W0.transpose(-1, -2) if transposed else W0
+        S = integrate_rank_one(S0, p, q, beta, plan, decay=decay)
+        return S.transpose(-1, -2) if transposed else S
 
 
 class _Field(nn.Module):

@@ -1,0 +1,238 @@
+"""The fast solver against torchdiffeq (solver level) and the generic path (model level)."""
+
+import numpy as np
+import pytest
+import torch
+from torchdiffeq import odeint
+
+from skfwp import ContinuousDeltaClassifier
+from skfwp._validation import check_X
+from skfwp.fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
+from skfwp.nn.fwp import LEARNING_RULES, ContinuousFWP, learning_rule_update, rank_one_form
+from skfwp.path import InputPath
+
+DTYPE = torch.float64
+RTOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
+def _relative_error(actual, expected):
+    actual, expected = actual.detach(), expected.detach()
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+# -- solver level: integrate_rank_one against torchdiffeq on the same stage values ----
+
+
+def _torchdiffeq_oracle(S0, p, q, beta, plan, ends, method, step_size, decay):
+    """torchdiffeq's fixed-grid solve of the same ODE, read out as skfwp.solver does.
+
+    The field looks its coefficients up by stage time: the lookup fails unless the
+    plan's stage times are exactly the times torchdiffeq asks for.
+    """
+
+    def field(t, S):
+        (i,) = torch.nonzero(plan.times == t)[0]
+        error = p[i] - (S @ q[i].unsqueeze(-1)).squeeze(-1) if decay else p[i]
+        return beta[i][..., None, None] * error.unsqueeze(-1) * q[i].unsqueeze(-2)
+
+    times, slot = torch.unique(ends, sorted=True, return_inverse=True)
+    if int(times[0]) != 0:
+        times, slot = torch.cat([times.new_zeros(1), times]), slot + 1
+    zs = odeint(field, S0, times.to(DTYPE), method=method, options={"step_size": step_size})
+    return zs[slot, torch.arange(len(ends))]
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+@pytest.mark.parametrize("step_size", [1.0, 0.3, 2.0])
+@pytest.mark.parametrize("decay", [True, False])
+@pytest.mark.parametrize(("keep_states", "chunk_size"), [(None, None), (False, 2), (True, 3)])
+def test_rank_one_solver_matches_torchdiffeq(method, step_size, decay, keep_states, chunk_size):
+    # unequal ends, one at 0; step 0.3 and 2.0 read cases out between grid points
+    ends = torch.tensor([4, 7, 0, 5])
+    plan = StagePlan(ends, method, step_size, DTYPE)
+    n_times, batch, heads, d = len(plan.times), len(ends), 2, 3
+    S0 = torch.randn(batch, heads, d, d, dtype=DTYPE, requires_grad=True)
+    p = torch.randn(n_times, batch, heads, d, dtype=DTYPE, requires_grad=True)
+    q = torch.randn(n_times, batch, heads, d, dtype=DTYPE).softmax(-1).requires_grad_()
+    beta = torch.rand(n_times, batch, heads, dtype=DTYPE, requires_grad=True)
+    inputs = (S0, p, q, beta)
+
+    fast = integrate_rank_one(
+        *inputs, plan, decay=decay, keep_states=keep_states, chunk_size=chunk_size
+    )
+    oracle = _torchdiffeq_oracle(*inputs, plan, ends, method, step_size, decay)
+    assert _relative_error(fast, oracle) < 1e-12
+    weight = torch.randn_like(oracle)
+    grads_fast = torch.autograd.grad((fast * weight).sum(), inputs)
+    grads_oracle = torch.autograd.grad((oracle * weight).sum(), inputs)
+    for name, g_fast, g_oracle in zip(
+        ("S0", "p", "q", "beta"), grads_fast, grads_oracle, strict=True
+    ):
+        assert g_oracle.abs().max() > 0, name
+        assert _relative_error(g_fast, g_oracle) < 1e-12, name
+
+
+def test_rank_one_solver_gradcheck_with_recomputed_chunks():
+    ends = torch.tensor([3, 5])
+    plan = StagePlan(ends, "rk4", 1.0, DTYPE)
+    shape = (len(plan.times), 2, 1, 2)
+    inputs = (
+        torch.randn(2, 1, 2, 2, dtype=DTYPE, requires_grad=True),
+        torch.randn(shape, dtype=DTYPE, requires_grad=True),
+        torch.randn(shape, dtype=DTYPE, requires_grad=True),
+        torch.rand(shape[:-1], dtype=DTYPE, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(
+        lambda *x: integrate_rank_one(*x, plan, keep_states=False, chunk_size=2), inputs
+    )
+
+
+@pytest.mark.parametrize("rule", LEARNING_RULES)
+def test_rank_one_form_is_the_learning_rule(rule):
+    W = torch.randn(5, 2, 4, 4, dtype=DTYPE)
+    k = torch.randn(5, 2, 4, dtype=DTYPE).softmax(-1)
+    v = torch.randn(5, 2, 4, dtype=DTYPE).tanh()
+    beta = torch.rand(5, 2, dtype=DTYPE)
+    p, q, decay, transposed = rank_one_form(rule, k, v)
+    S = W.transpose(-1, -2) if transposed else W
+    error = p - (S @ q.unsqueeze(-1)).squeeze(-1) if decay else p
+    dS = beta[..., None, None] * error.unsqueeze(-1) * q.unsqueeze(-2)
+    dW = dS.transpose(-1, -2) if transposed else dS
+    torch.testing.assert_close(dW, learning_rule_update(rule, W, k, v, beta))
+
+
+# -- model level: fast and generic paths of ContinuousFWP ----------------------------
+
+
+def _panel(seed=0):
+    """Unequal lengths (one case a single observation), NaN gaps, two channels."""
+    rng = np.random.default_rng(seed)
+    cases = [rng.normal(size=(2, n)) for n in (9, 5, 12, 1, 7)]
+    for case in cases[:3]:
+        case[rng.random(case.shape) < 0.2] = np.nan
+    return cases
+
+
+@pytest.fixture(scope="module")
+def path():
+    X, lengths = check_X(_panel())
+    data = InputPath(observation_intensity=True).fit(X, lengths).transform(X, lengths, DTYPE)
+    return data.batch(np.arange(len(lengths)))
+
+
+def _logits_and_grads(module, path, **options):
+    module.zero_grad()
+    logits = module(path, **options)
+    (logits * torch.arange(1.0, 4.0, dtype=DTYPE)).sum().backward()
+    return logits.detach(), {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+def _assert_fast_matches_generic(path, rule, variant, **options):
+    module = ContinuousFWP(
+        path.n_channels, 3, hidden_size=8, n_heads=2, learning_rule=rule, variant=variant
+    ).double()
+    logits, grads = _logits_and_grads(module, path, solver_backend="generic", **options)
+    fast_logits, fast_grads = _logits_and_grads(module, path, solver_backend="fast", **options)
+    assert _relative_error(fast_logits, logits) < RTOL
+    assert grads.keys() == fast_grads.keys()
+    for name, grad in grads.items():
+        assert grad.abs().max() > 0, name
+        assert _relative_error(fast_grads[name], grad) < RTOL, name
+
+
+@pytest.mark.parametrize("rule", LEARNING_RULES)
+@pytest.mark.parametrize("variant", ["cde", "ode"])
+@pytest.mark.parametrize("method", FAST_METHODS)
+def test_fast_matches_generic(path, rule, variant, method):
+    _assert_fast_matches_generic(path, rule, variant, method=method)
+
+
+@pytest.mark.parametrize("rule", LEARNING_RULES)
+@pytest.mark.parametrize("step_size", [0.5, 0.7])
+def test_fast_matches_generic_other_step_sizes(path, rule, step_size):
+    # 0.7 does not divide the final knots: cases are read out between grid points
+    _assert_fast_matches_generic(path, rule, "cde", method="rk4", step_size=step_size)
+
+
+@pytest.mark.parametrize(
+    ("settings", "options", "reason"),
+    [
+        ({"variant": "recurrent"}, {}, "variant='recurrent'"),
+        ({"post_tanh": True}, {}, "post_tanh=True"),
+        ({}, {"method": "dopri5"}, "method='dopri5'"),
+        ({}, {"adjoint": True}, "adjoint=True"),
+    ],
+)
+def test_fast_backend_says_why_it_cannot_run(path, settings, options, reason):
+    module = ContinuousFWP(path.n_channels, 3, hidden_size=8, n_heads=2, **settings).double()
+    with pytest.raises(ValueError, match=reason):
+        module(path, solver_backend="fast", **options)
+    # "auto" falls back to the generic path
+    with torch.no_grad():
+        auto = module(path, solver_backend="auto", **options)
+        generic = module(path, solver_backend="generic", **options)
+    torch.testing.assert_close(auto, generic)
+
+
+def test_unknown_backend(path):
+    module = ContinuousFWP(path.n_channels, 3, hidden_size=8, n_heads=2)
+    with pytest.raises(ValueError, match="solver_backend='turbo' is not one of"):
+        module(path, solver_backend="turbo")
+
+
+# -- estimator ------------------------------------------------------------------------
+
+
+def test_classifier_rejects_fast_backend_it_cannot_run():
+    X = _panel()
+    clf = ContinuousDeltaClassifier(solver_backend="fast", variant="recurrent", max_iter=1)
+    with pytest.raises(ValueError, match="variant='recurrent'"):
+        clf.fit(X, [0, 1, 0, 1, 0])
+
+
+def test_classifier_auto_backend_trains_as_generic():
+    X, y = _panel(1), ["a", "b", "a", "b", "b"]
+    params = dict(hidden_size=8, n_heads=2, max_iter=3, batch_size=3, random_state=0)
+    auto = ContinuousDeltaClassifier(**params).fit(X, y)
+    generic = ContinuousDeltaClassifier(solver_backend="generic", **params).fit(X, y)
+    assert auto.get_params()["solver_backend"] == "auto"
+    np.testing.assert_allclose(auto.loss_curve_, generic.loss_curve_, rtol=1e-4)
+    np.testing.assert_allclose(auto.predict_proba(X), generic.predict_proba(X), atol=1e-4)
+
+
+# -- CUDA -----------------------------------------------------------------------------
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("rule", LEARNING_RULES)
+def test_fast_matches_generic_on_cuda(path, rule):
+    cuda_path = type(path)(path.coeffs.cuda(), path.ends.cuda(), path.interpolation)
+    _assert_fast_matches_generic(cuda_path, rule, "cde", method="rk4")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_rank_one_solver_on_cuda_matches_cpu():
+    ends = torch.tensor([4, 7, 0, 5])
+    plan_cpu = StagePlan(ends, "rk4", 1.0, DTYPE)
+    plan_cuda = StagePlan(ends.cuda(), "rk4", 1.0, DTYPE)
+    n_times = len(plan_cpu.times)
+    inputs = [
+        torch.randn(4, 2, 3, 3, dtype=DTYPE),
+        torch.randn(n_times, 4, 2, 3, dtype=DTYPE),
+        torch.randn(n_times, 4, 2, 3, dtype=DTYPE).softmax(-1),
+        torch.rand(n_times, 4, 2, dtype=DTYPE),
+    ]
+    cpu = integrate_rank_one(*inputs, plan_cpu, keep_states=False, chunk_size=3)
+    cuda = integrate_rank_one(*[x.cuda() for x in inputs], plan_cuda, chunk_size=3)
+    torch.testing.assert_close(cuda.cpu(), cpu)
