@@ -1,9 +1,16 @@
 """skfwp: scikit-learn compatible continuous-time neural sequence classifiers."""
 
 from .delta import ContinuousDeltaClassifier
+from .ncde import NeuralCDEClassifier
 from .persistence import load
 from .preprocessing import ChannelStandardScaler
 
 __version__ = "0.1.0"
 
-__all__ = ["ChannelStandardScaler", "ContinuousDeltaClassifier", "__version__", "load"]
+__all__ = [
+    "ChannelStandardScaler",
+    "ContinuousDeltaClassifier",
+    "NeuralCDEClassifier",
+    "__version__",
+    "load",
+]

@@ -3,11 +3,12 @@
 A new classifier adds one entry here and inherits every test of test_common.py.
 """
 
-from skfwp import ContinuousDeltaClassifier
+from skfwp import ContinuousDeltaClassifier, NeuralCDEClassifier
 
 #: (estimator class, small parameters used across the shared tests)
 SMALL = [
     (ContinuousDeltaClassifier, {"hidden_size": 8, "n_heads": 2, "ff_dim": 8}),
+    (NeuralCDEClassifier, {"hidden_size": 8, "vector_field_width": 16}),
 ]
 
 

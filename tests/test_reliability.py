@@ -1,6 +1,7 @@
 """Persistence, training safeguards, threads and scale-out, for every classifier."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -113,15 +114,21 @@ def test_cuda_fit_pickles_to_cpu_module(fitted):
 
 
 def test_diverging_training_never_leaves_nan_weights(fitted):
-    """Input at 1e30 with a learning rate of 1e3: a clear error, and no NaN weights."""
+    """Input at 1e30 with a learning rate of 1e3: finite weights, or a clear error."""
     clf, X, y = fitted
     model = clone(clf).set_params(learning_rate_init=1e3, max_iter=5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
+        try:
             model.fit(X * 1e30, y)
-    with pytest.raises(NotFittedError):  # a failed fit leaves no half-fitted model
-        model.predict(X)
+        except FloatingPointError as exc:
+            assert re.search(r"diverged at epoch \d+", str(exc))
+            with pytest.raises(NotFittedError):  # a failed fit leaves no half-fitted model
+                model.predict(X)
+            return
+    for p in model.module_.parameters():
+        assert torch.isfinite(p).all()
+    assert np.isfinite(model.predict_proba(X * 1e30)).all()
 
 
 def test_nonfinite_step_rolls_back_and_lowers_learning_rate(fitted, monkeypatch):

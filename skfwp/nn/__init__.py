@@ -1,5 +1,13 @@
 """Pure torch models: torch in, torch out; nothing here knows scikit-learn."""
 
 from .fwp import LEARNING_RULES, SOLVER_BACKENDS, VARIANTS, ContinuousFWP
+from .ncde import CDEVectorField, NeuralCDE
 
-__all__ = ["LEARNING_RULES", "SOLVER_BACKENDS", "VARIANTS", "ContinuousFWP"]
+__all__ = [
+    "LEARNING_RULES",
+    "SOLVER_BACKENDS",
+    "VARIANTS",
+    "CDEVectorField",
+    "ContinuousFWP",
+    "NeuralCDE",
+]

@@ -1,0 +1,531 @@
+"""The benchmark command: skfwp's classifiers beside MiniRocket and 1-NN DTW.
+
+Every classifier is fitted on the shipped train split of each dataset that sktime
+ships (:data:`skfwp.datasets.SKTIME_DATASETS`; nothing is downloaded) and scored on
+its shipped test split, once per seed::
+
+    python -m skfwp.benchmark --quick                  # a few minutes on 2 CPU cores
+    skfwp-benchmark --datasets GunPoint BasicMotions --seeds 3 --out results/
+    skfwp-benchmark --missing 0.3                      # drop 30 % of the values
+
+Contenders: every classifier that :mod:`skfwp` exports (found by
+:func:`skfwp.registry.all_classifiers`, so a new one joins by being exported) with
+its defaults inside ``make_pipeline(ChannelStandardScaler(), clf)``; sktime's
+MiniRocket (``RocketClassifier(rocket_transform="minirocket")``) and 1-NN DTW
+(``KNeighborsTimeSeriesClassifier(n_neighbors=1, distance="dtw")``) with theirs.
+
+Input: skfwp classifiers take every dataset as it is: unequal lengths (JapaneseVowels)
+and NaN natively. The sktime contenders take neither: each case's gaps are filled by
+linear interpolation in time (the first / last observation carried outwards, as
+:func:`skfwp.path.fill_gaps` does), and unequal-length cases are padded at the end
+with their last observation up to the longest case of the dataset.
+
+Output in ``--out``: ``results.csv`` (one row per fit), ``summary.csv`` and
+``results.md`` (accuracy mean ± std over seeds, fit seconds, predict time per case,
+with the notes above), and ``accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .datasets import SKTIME_DATASETS, load_sktime_dataset
+from .path import fill_gaps
+from .preprocessing import ChannelStandardScaler
+from .registry import all_classifiers
+
+__all__ = ["Contender", "contenders", "drop_values", "main", "run_benchmark"]
+
+#: The full run's defaults, sized to finish in about an hour on 2 CPU cores.
+DEFAULT_SEEDS = 3
+DEFAULT_MAX_ITER = 30
+#: --quick: the smallest dataset, one seed, a few epochs.
+QUICK = {"datasets": ["ItalyPowerDemand"], "seeds": 1, "max_iter": 20}
+#: The missing-value mask's seed: one mask per dataset, shared by every classifier and seed.
+MISSING_SEED = 12345
+
+RESULT_COLUMNS = [
+    "dataset",
+    "classifier",
+    "seed",
+    "accuracy",
+    "fit_seconds",
+    "predict_seconds_per_case",
+    "n_train",
+    "n_test",
+    "missing_fraction",
+    "input",
+]
+SUMMARY_COLUMNS = [
+    "dataset",
+    "classifier",
+    "runs",
+    "accuracy_mean",
+    "accuracy_std",
+    "fit_seconds_mean",
+    "predict_seconds_per_case_mean",
+    "input",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """A classifier of the benchmark and what input it can take.
+
+    Parameters
+    ----------
+    name : str
+    build : callable
+        ``build(seed) -> estimator``, unfitted, with ``fit(X, y)`` and ``predict(X)``.
+    takes_nan : bool
+        Takes NaN; otherwise gaps are filled per case before it sees the data.
+    takes_unequal : bool
+        Takes a list of unequal-length cases; otherwise cases are padded at the end.
+    deterministic : bool
+        Same result for every seed: fitted once, not once per seed.
+    description : str
+        How it is built, for the notes of the table.
+    """
+
+    name: str
+    build: Callable
+    takes_nan: bool
+    takes_unequal: bool
+    deterministic: bool
+    description: str
+
+
+def _skfwp_contender(name, cls, max_iter, device):
+    from sklearn.pipeline import make_pipeline
+
+    params = {"device": device}
+    if max_iter is not None:
+        params["max_iter"] = max_iter
+
+    def build(seed):
+        return make_pipeline(ChannelStandardScaler(), cls(**params, random_state=seed))
+
+    epochs = f"max_iter={max_iter}" if max_iter is not None else "defaults"
+    return Contender(
+        name,
+        build,
+        takes_nan=True,
+        takes_unequal=True,
+        deterministic=False,
+        description=f"make_pipeline(ChannelStandardScaler(), {name}({epochs}))",
+    )
+
+
+def _sktime_contenders():
+    """MiniRocket and 1-NN DTW, or the reason they are unavailable."""
+    try:
+        import numba  # noqa: F401  (both need it: MiniRocket's kernels, DTW's speed)
+        from sktime.classification.distance_based import KNeighborsTimeSeriesClassifier
+        from sktime.classification.kernel_based import RocketClassifier
+    except ImportError as exc:
+        return {}, f"MiniRocket and 1NN-DTW need sktime and numba ({exc})"
+    found = {
+        "MiniRocket": Contender(
+            "MiniRocket",
+            lambda seed: RocketClassifier(rocket_transform="minirocket", random_state=seed),
+            takes_nan=False,
+            takes_unequal=False,
+            deterministic=False,
+            description='sktime RocketClassifier(rocket_transform="minirocket"): 10,000 '
+            "kernels, ridge classifier with built-in cross-validation",
+        ),
+        "1NN-DTW": Contender(
+            "1NN-DTW",
+            lambda seed: KNeighborsTimeSeriesClassifier(n_neighbors=1, distance="dtw"),
+            takes_nan=False,
+            takes_unequal=False,  # sktime's numba DTW needs equal lengths
+            deterministic=True,
+            description='sktime KNeighborsTimeSeriesClassifier(n_neighbors=1, distance="dtw"), '
+            "full window; deterministic, so fitted once",
+        ),
+    }
+    return found, None
+
+
+def contenders(max_iter=None, device="cpu"):
+    """Every classifier the benchmark can run here, by name.
+
+    Parameters
+    ----------
+    max_iter : int or None
+        Epochs of the skfwp classifiers (None: their default).
+    device : str
+        Device of the skfwp classifiers.
+
+    Returns
+    -------
+    found : dict of str to Contender
+        The skfwp classifiers first (in :func:`~skfwp.registry.all_classifiers`
+        order), then MiniRocket and 1NN-DTW when sktime and numba are installed.
+    unavailable : str or None
+        Why the sktime contenders are missing, if they are.
+
+    Examples
+    --------
+    >>> from skfwp.benchmark import contenders
+    >>> found, _ = contenders(max_iter=2)
+    >>> found["NeuralCDEClassifier"].takes_nan
+    True
+    """
+    found = {
+        name: _skfwp_contender(name, cls, max_iter, device)
+        for name, cls in all_classifiers().items()
+    }
+    sktime_found, unavailable = _sktime_contenders()
+    return {**found, **sktime_found}, unavailable
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def _as_cases(X):
+    """3D array or list -> list of (n_channels, n_timepoints_i) float arrays."""
+    return [np.asarray(case, dtype=np.float64) for case in X]
+
+
+def drop_values(cases, fraction, rng):
+    """Replace ``fraction`` of the values of every case by NaN, at random.
+
+    Each value (channel and time point) is dropped independently with probability
+    ``fraction``; a case that would lose every value keeps its first one.
+
+    Parameters
+    ----------
+    cases : list of ndarray of shape (n_channels, n_timepoints_i)
+    fraction : float in [0, 1)
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    list of ndarray
+        New arrays; ``cases`` is not modified.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.benchmark import drop_values
+    >>> out = drop_values([np.ones((2, 1000))], 0.3, np.random.default_rng(0))
+    >>> round(float(np.isnan(out[0]).mean()), 2)
+    0.3
+    """
+    out = []
+    for case in cases:
+        drop = rng.random(case.shape) < fraction
+        if drop.all():
+            drop.flat[0] = False
+        out.append(np.where(drop, np.nan, case))
+    return out
+
+
+def _prepare(cases, contender, pad_to):
+    """The input one contender gets, and how it was made (for the table)."""
+    how = []
+    if not contender.takes_nan and any(np.isnan(c).any() for c in cases):
+        cases = [fill_gaps(c) for c in cases]
+        how.append("gaps interpolated")
+    equal = len({c.shape[1] for c in cases}) == 1
+    if not equal and not contender.takes_unequal:
+        cases = [np.pad(c, ((0, 0), (0, pad_to - c.shape[1])), mode="edge") for c in cases]
+        how.append(f"edge-padded to {pad_to}")
+        equal = True
+    X = np.stack(cases) if equal else cases
+    return X, ", ".join(how) or "as is"
+
+
+def _load(name, missing, dataset_index):
+    X_train, y_train = load_sktime_dataset(name, "train")
+    X_test, y_test = load_sktime_dataset(name, "test")
+    train, test = _as_cases(X_train), _as_cases(X_test)
+    if missing > 0:
+        rng = np.random.default_rng([MISSING_SEED, dataset_index])
+        train, test = drop_values(train, missing, rng), drop_values(test, missing, rng)
+    return train, y_train, test, y_test
+
+
+def _warm_up(contender, X, y):
+    """Fit and predict once on a few cases, so numba compiles outside the timings."""
+    index = np.concatenate([np.flatnonzero(y == label)[:3] for label in np.unique(y)[:2]])
+    X_small = X[index] if isinstance(X, np.ndarray) else [X[i] for i in index]
+    contender.build(0).fit(X_small, y[index]).predict(X_small)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def run_benchmark(
+    datasets=SKTIME_DATASETS,
+    classifiers=None,
+    seeds=DEFAULT_SEEDS,
+    max_iter=DEFAULT_MAX_ITER,
+    missing=0.0,
+    device="cpu",
+    log=print,
+):
+    """Fit and score every classifier on every dataset; one result row per fit.
+
+    Parameters
+    ----------
+    datasets : sequence of str
+        Names of datasets sktime ships.
+    classifiers : sequence of str or None
+        Names from :func:`contenders`; None: all of them.
+    seeds : int
+        Seeds ``0, ..., seeds - 1`` (deterministic classifiers run once).
+    max_iter : int or None
+        Epochs of the skfwp classifiers (None: their default).
+    missing : float in [0, 1)
+        Fraction of values dropped at random (one mask per dataset for all).
+    device : str
+        Device of the skfwp classifiers.
+    log : callable
+        Receives one progress line per fit.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`RESULT_COLUMNS`.
+    """
+    import pandas as pd
+
+    available, unavailable = contenders(max_iter, device)
+    names = list(available) if classifiers is None else list(classifiers)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        hint = f" ({unavailable})" if unavailable else ""
+        raise ValueError(f"Unknown classifier(s) {unknown}; choose from {list(available)}{hint}.")
+    if classifiers is None and unavailable:
+        log(f"note: {unavailable}; running the skfwp classifiers only")
+    unknown = [d for d in datasets if d not in SKTIME_DATASETS]
+    if unknown:
+        raise ValueError(f"Unknown dataset(s) {unknown}; choose from {list(SKTIME_DATASETS)}.")
+    if not 0 <= missing < 1:
+        raise ValueError(f"missing must be in [0, 1), got {missing}.")
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}.")
+
+    rows = []
+    n_fits = sum(1 if available[n].deterministic else seeds for n in names) * len(datasets)
+    for d, dataset in enumerate(datasets):
+        train, y_train, test, y_test = _load(dataset, missing, d)
+        pad_to = max(c.shape[1] for c in train + test)
+        for name in names:
+            contender = available[name]
+            X_train, how = _prepare(train, contender, pad_to)
+            X_test, _ = _prepare(test, contender, pad_to)
+            if name not in all_classifiers():
+                _warm_up(contender, X_train, y_train)
+            for seed in range(1 if contender.deterministic else seeds):
+                estimator = contender.build(seed)
+                start = time.perf_counter()
+                estimator.fit(X_train, y_train)
+                fit_seconds = time.perf_counter() - start
+                start = time.perf_counter()
+                y_pred = np.asarray(estimator.predict(X_test))
+                predict_seconds = time.perf_counter() - start
+                accuracy = float(np.mean(y_pred == y_test))
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "classifier": name,
+                        "seed": seed,
+                        "accuracy": accuracy,
+                        "fit_seconds": fit_seconds,
+                        "predict_seconds_per_case": predict_seconds / len(y_test),
+                        "n_train": len(y_train),
+                        "n_test": len(y_test),
+                        "missing_fraction": missing,
+                        "input": how,
+                    }
+                )
+                log(
+                    f"[{len(rows)}/{n_fits}] {dataset:16s} {name:28s} seed {seed}  "
+                    f"accuracy {accuracy:.3f}  fit {fit_seconds:7.1f} s  "
+                    f"predict {1e3 * predict_seconds / len(y_test):7.2f} ms/case"
+                )
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def summarize(results):
+    """Mean and std (ddof=1; 0 for a single run) over seeds, per dataset and classifier."""
+    grouped = results.groupby(["dataset", "classifier"], sort=False)
+    summary = grouped.agg(
+        runs=("seed", "size"),
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        fit_seconds_mean=("fit_seconds", "mean"),
+        predict_seconds_per_case_mean=("predict_seconds_per_case", "mean"),
+        input=("input", "first"),
+    ).reset_index()
+    summary["accuracy_std"] = summary["accuracy_std"].fillna(0.0)
+    return summary[SUMMARY_COLUMNS]
+
+
+def markdown_table(summary, settings, notes):
+    """The summary as a markdown document: settings line, table, notes."""
+    lines = [
+        "# skfwp benchmark",
+        "",
+        settings,
+        "",
+        "| dataset | classifier | accuracy (mean ± std) | fit s | predict ms/case | runs | input |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for row in summary.itertuples(index=False):
+        lines.append(
+            f"| {row.dataset} | {row.classifier} | {row.accuracy_mean:.3f} ± "
+            f"{row.accuracy_std:.3f} | {row.fit_seconds_mean:.1f} | "
+            f"{1e3 * row.predict_seconds_per_case_mean:.3f} | {row.runs} | {row.input} |"
+        )
+    lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(summary, path):
+    """Grouped bars: accuracy (mean ± std) per dataset, one bar per classifier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    names = list(dict.fromkeys(summary["classifier"]))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(datasets) * max(1, len(names) / 3)), 4))
+    for i, name in enumerate(names):
+        part = summary[summary["classifier"] == name].set_index("dataset").reindex(datasets)
+        x = np.arange(len(datasets)) + (i - (len(names) - 1) / 2) * width
+        ax.bar(x, part["accuracy_mean"], width, yerr=part["accuracy_std"], capsize=2, label=name)
+    ax.set_xticks(np.arange(len(datasets)), datasets)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="skfwp-benchmark",
+        description="Benchmark skfwp's classifiers beside MiniRocket and 1-NN DTW on the "
+        "datasets sktime ships (their own train/test splits; nothing is downloaded).",
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", metavar="NAME", help=f"default: all of {list(SKTIME_DATASETS)}"
+    )
+    parser.add_argument("--classifiers", nargs="+", metavar="NAME", help="default: all available")
+    parser.add_argument("--seeds", type=int, help=f"number of seeds (default {DEFAULT_SEEDS})")
+    parser.add_argument(
+        "--max-iter", type=int, help=f"epochs of the skfwp classifiers (default {DEFAULT_MAX_ITER})"
+    )
+    parser.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        metavar="FRAC",
+        help="drop this fraction of the values at random (same mask for every classifier)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a few minutes on 2 CPU cores: {QUICK['datasets'][0]}, "
+        f"{QUICK['seeds']} seed, {QUICK['max_iter']} epochs (explicit options win)",
+    )
+    parser.add_argument("--device", default="cpu", help="device of the skfwp classifiers")
+    parser.add_argument("--out", default="benchmark-results", help="output folder")
+    return parser
+
+
+def main(argv=None):
+    """Run the benchmark from the command line; returns the exit status (0)."""
+    args = _parser().parse_args(argv)
+    defaults = (
+        QUICK
+        if args.quick
+        else {
+            "datasets": list(SKTIME_DATASETS),
+            "seeds": DEFAULT_SEEDS,
+            "max_iter": DEFAULT_MAX_ITER,
+        }
+    )
+    datasets = args.datasets or defaults["datasets"]
+    seeds = args.seeds if args.seeds is not None else defaults["seeds"]
+    max_iter = args.max_iter if args.max_iter is not None else defaults["max_iter"]
+    start = time.perf_counter()
+    results = run_benchmark(
+        datasets,
+        args.classifiers,
+        seeds=seeds,
+        max_iter=max_iter,
+        missing=args.missing,
+        device=args.device,
+        log=lambda line: print(line, flush=True),
+    )
+    total = time.perf_counter() - start
+    summary = summarize(results)
+    os.makedirs(args.out, exist_ok=True)
+    results.to_csv(os.path.join(args.out, "results.csv"), index=False)
+    summary.to_csv(os.path.join(args.out, "summary.csv"), index=False)
+    available, _ = contenders(max_iter, args.device)
+    settings = (
+        f"Shipped train/test splits; {seeds} seed(s); skfwp classifiers with "
+        f"max_iter={max_iter} on {args.device}; missing fraction {args.missing:g}; "
+        f"{total / 60:.1f} min in all, {os.cpu_count()} CPU core(s), "
+        f"torch threads {_torch_threads()}."
+    )
+    notes = [
+        f"{name}: {available[name].description}." for name in dict.fromkeys(results["classifier"])
+    ]
+    notes += [
+        "accuracy: share of the shipped test split classified correctly; mean ± std "
+        "(ddof=1) over seeds 0..N-1.",
+        "fit s: wall-clock seconds of fit (sktime contenders after one warm-up fit on a "
+        "few cases, so numba's compilation is not counted); predict ms/case: wall-clock "
+        "predict time of the test split divided by its size.",
+        "input: skfwp classifiers take NaN and unequal lengths natively; a classifier "
+        "that cannot gets each case's gaps filled by linear interpolation in time (first "
+        "and last observations carried outwards), and unequal-length cases padded at the "
+        "end with their last observation up to the longest case of the dataset.",
+    ]
+    if args.missing > 0:
+        notes.append(
+            f"missing: each value (channel, time point) of train and test dropped with "
+            f"probability {args.missing:g}; one mask per dataset (seed {MISSING_SEED}), "
+            "the same for every classifier and seed."
+        )
+    table = markdown_table(summary, settings, notes)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    written = ["results.csv", "summary.csv", "results.md"]
+    try:
+        plot_accuracy(summary, os.path.join(args.out, "accuracy.png"))
+        written.append("accuracy.png")
+    except ImportError:
+        print("note: matplotlib is not installed, so no chart (pip install 'skfwp[plot]')")
+    print()
+    print(table)
+    print(f"written to {os.path.abspath(args.out)}: {', '.join(written)}")
+    return 0
+
+
+def _torch_threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""sktime adapters: every skfwp classifier as an sktime ``BaseClassifier``.
+
+Each adapter delegates to the scikit-learn estimator of the same name: its
+parameters are that estimator's (same names, same defaults), and ``fit`` builds and
+fits ``estimator_ = skfwp.<Name>(**params)``. There is no second implementation, and
+the core estimators stay plain scikit-learn; sktime is an optional extra
+(``pip install 'skfwp[sktime]'``).
+
+One adapter base, :class:`SkfwpClassifierAdapter`, does the work; a classifier's
+adapter is a subclass that names ``_estimator_class``. :func:`all_adapters` gives one
+for every classifier that :mod:`skfwp` exports (see :func:`skfwp.registry.all_classifiers`),
+generating the subclass for a classifier that has none written here, so a new
+classifier is usable from sktime (and by ``skfwp-benchmark``) as soon as skfwp
+exports it.
+
+Input: any sktime Panel. Equal-length panels arrive as ``numpy3D``; unequal-length
+ones as ``df-list`` (each case a DataFrame, rows = time points), whose time index is
+not read: observations are taken as equally spaced unless ``time_channel`` names a
+channel of timestamps, as in the scikit-learn estimators. NaN marks a missing value.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from sktime.classification.base import BaseClassifier
+
+import skfwp
+
+from .registry import all_classifiers
+
+__all__ = [
+    "ContinuousDeltaClassifier",
+    "NeuralCDEClassifier",
+    "SkfwpClassifierAdapter",
+    "adapter_for",
+    "all_adapters",
+]
+
+_DOC_TEMPLATE = """
+
+    The sktime adapter of :class:`skfwp.{name}`: every parameter is that scikit-learn
+    estimator's, with the same default (see its documentation); ``fit`` fits
+    ``estimator_ = skfwp.{name}(**self.get_params())``. Takes any sktime Panel of
+    equal or unequal length, multivariate, with NaN for missing values.
+
+    Attributes
+    ----------
+    estimator_ : skfwp.{name}
+        The fitted scikit-learn estimator.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels seen in ``fit``.
+
+    See Also
+    --------
+    skfwp.{name} : the scikit-learn estimator this adapter delegates to.
+
+    Examples
+    --------
+    >>> from sktime.datasets import load_unit_test
+    >>> from skfwp.sktime import {name}
+    >>> X, y = load_unit_test(split="train", return_X_y=True)
+    >>> clf = {name}(hidden_size=8, max_iter=2, random_state=0)
+    >>> clf.fit(X, y).predict_proba(X.iloc[:3]).shape
+    (3, 2)
+    """
+
+#: adapter class by skfwp class name; filled as adapter subclasses are defined
+_ADAPTERS: dict[str, type] = {}
+
+
+def _as_cases(X):
+    """sktime inner data -> what skfwp estimators take: 3D array or list of (C, n_i) arrays."""
+    if isinstance(X, np.ndarray):
+        return X  # numpy3D: (n_cases, n_channels, n_timepoints)
+    return [np.asarray(case, dtype=np.float64).T for case in X]  # df-list: (n_i, C) frames
+
+
+class SkfwpClassifierAdapter(BaseClassifier):
+    """Base of the sktime adapters (not for direct use); see the module docstring.
+
+    A subclass sets ``_estimator_class`` to an skfwp classifier; its ``__init__``
+    (the estimator's parameters and defaults) and docstring are then generated.
+    ``_test_params`` holds tiny settings for ``get_test_params``; a subclass may
+    override it.
+
+    Examples
+    --------
+    >>> from skfwp.sktime import SkfwpClassifierAdapter, all_adapters
+    >>> all(issubclass(a, SkfwpClassifierAdapter) for a in all_adapters().values())
+    True
+    """
+
+    _estimator_class = None
+    _test_params = (
+        {"hidden_size": 8, "max_iter": 2, "batch_size": 16, "random_state": 0},
+        {"hidden_size": 8, "max_iter": 1, "interpolation": "linear", "random_state": 1},
+    )
+
+    _tags = {
+        # packaging info
+        "authors": ["skfwp developers"],
+        "python_dependencies": ["torch", "torchdiffeq", "torchcde"],
+        # capabilities
+        "capability:multivariate": True,
+        "capability:unequal_length": True,
+        "capability:missing_values": True,
+        "capability:predict_proba": True,
+        "capability:random_state": True,
+        "property:randomness": "derandomized",
+        # inner types: numpy3D input stays numpy3D; every other Panel mtype converts to
+        # the first entry, df-list, which also holds unequal-length panels
+        "X_inner_mtype": ["df-list", "numpy3D"],
+        "y_inner_mtype": "numpy1D",
+    }
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        estimator_class = cls.__dict__.get("_estimator_class")
+        if estimator_class is None:
+            return
+        name = estimator_class.__name__
+        defaults = {
+            param: p.default for param, p in inspect.signature(estimator_class).parameters.items()
+        }
+
+        def __init__(self, **params):
+            unknown = set(params) - set(defaults)
+            if unknown:
+                raise TypeError(
+                    f"{type(self).__name__}.__init__() got unexpected keyword argument(s) "
+                    f"{sorted(unknown)}."
+                )
+            for param, default in defaults.items():
+                setattr(self, param, params.get(param, default))
+            BaseClassifier.__init__(self)
+
+        __init__.__signature__ = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + [
+                inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=d)
+                for p, d in defaults.items()
+            ]
+        )
+        __init__.__qualname__ = f"{cls.__name__}.__init__"
+        __init__.__doc__ = f"Store the parameters of :class:`skfwp.{name}`."
+        cls.__init__ = __init__
+        summary = (cls.__doc__ or f"sktime adapter of skfwp.{name}.").rstrip()
+        cls.__doc__ = summary + _DOC_TEMPLATE.format(name=name)
+        _ADAPTERS[name] = cls
+
+    def _fit(self, X, y):
+        estimator = self._estimator_class(**self.get_params(deep=False))
+        self.estimator_ = estimator.fit(_as_cases(X), y)
+        return self
+
+    def _predict(self, X):
+        return self.estimator_.predict(_as_cases(X))
+
+    def _predict_proba(self, X):
+        # skfwp's classes_ are np.unique(y), the order sktime's classes_ has too
+        return self.estimator_.predict_proba(_as_cases(X))
+
+    @classmethod
+    def get_test_params(cls, parameter_set="default"):
+        """Tiny settings (a few epochs, a small state) for sktime's estimator checks.
+
+        Parameters
+        ----------
+        parameter_set : str, default="default"
+            Unused: every set is the default one.
+
+        Returns
+        -------
+        list of dict
+        """
+        return [dict(params) for params in cls._test_params]
+
+
+class ContinuousDeltaClassifier(SkfwpClassifierAdapter):
+    """Continuous-time Fast Weight Programmer classifier for sktime."""
+
+    _estimator_class = skfwp.ContinuousDeltaClassifier
+    _test_params = tuple(
+        {**p, "n_heads": 2, "ff_dim": 8} for p in SkfwpClassifierAdapter._test_params
+    )
+
+
+class NeuralCDEClassifier(SkfwpClassifierAdapter):
+    """Neural CDE classifier (the papers' baseline) for sktime."""
+
+    _estimator_class = skfwp.NeuralCDEClassifier
+    _test_params = tuple(
+        {**p, "vector_field_width": 16} for p in SkfwpClassifierAdapter._test_params
+    )
+
+
+def adapter_for(estimator_class):
+    """The sktime adapter class of an skfwp classifier class.
+
+    The subclass written in this module when there is one; otherwise one is generated
+    (and kept as an attribute of this module, so that it pickles by reference).
+
+    Parameters
+    ----------
+    estimator_class : type
+        A subclass of :class:`skfwp.base.BaseSequenceClassifier`.
+
+    Returns
+    -------
+    type
+        A subclass of :class:`SkfwpClassifierAdapter`.
+
+    Examples
+    --------
+    >>> import skfwp
+    >>> from skfwp.sktime import adapter_for
+    >>> adapter_for(skfwp.NeuralCDEClassifier).__module__
+    'skfwp.sktime'
+    """
+    name = estimator_class.__name__
+    adapter = _ADAPTERS.get(name)
+    if adapter is None or adapter._estimator_class is not estimator_class:
+        adapter = type(name, (SkfwpClassifierAdapter,), {"_estimator_class": estimator_class})
+        adapter.__module__ = __name__
+        globals()[name] = adapter
+    return adapter
+
+
+def all_adapters():
+    """The sktime adapter of every classifier :mod:`skfwp` exports, by name.
+
+    Returns
+    -------
+    dict of str to type
+        ``{name: adapter class}``, in the order of
+        :func:`skfwp.registry.all_classifiers`.
+
+    Examples
+    --------
+    >>> from skfwp.sktime import all_adapters
+    >>> {"ContinuousDeltaClassifier", "NeuralCDEClassifier"} <= set(all_adapters())
+    True
+    """
+    return {name: adapter_for(cls) for name, cls in all_classifiers().items()}

@@ -1,0 +1,140 @@
+"""The benchmark command and the sktime benchmarking example, on tiny settings."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skfwp.benchmark import (
+    RESULT_COLUMNS,
+    SUMMARY_COLUMNS,
+    _prepare,
+    contenders,
+    drop_values,
+    main,
+    run_benchmark,
+)
+from skfwp.path import fill_gaps
+from skfwp.registry import all_classifiers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``main`` as the console script runs it: --quick, one skfwp + one sktime classifier."""
+    out = tmp_path_factory.mktemp("benchmark")
+    argv = ["--quick", "--max-iter", "2", "--missing", "0.2", "--out", str(out)]
+    argv += ["--classifiers", "NeuralCDEClassifier", "1NN-DTW"]
+    assert main(argv) == 0
+    return out
+
+
+def test_quick_run_writes_csv_table_and_chart(quick_run):
+    assert sorted(os.listdir(quick_run)) == [
+        "accuracy.png",
+        "results.csv",
+        "results.md",
+        "summary.csv",
+    ]
+    results = pd.read_csv(quick_run / "results.csv")
+    summary = pd.read_csv(quick_run / "summary.csv")
+    assert list(results.columns) == RESULT_COLUMNS
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(results["classifier"]) == ["NeuralCDEClassifier", "1NN-DTW"]
+    assert set(results["dataset"]) == {"ItalyPowerDemand"}  # --quick's dataset
+    assert results["accuracy"].between(0, 1).all()
+    assert (results[["n_train", "n_test"]].to_numpy() == [67, 1029]).all()
+    assert (results["missing_fraction"] == 0.2).all()
+    # NaN reach the skfwp classifier as they are; DTW gets the gaps interpolated
+    assert list(results["input"]) == ["as is", "gaps interpolated"]
+    np.testing.assert_allclose(summary["accuracy_mean"], results["accuracy"])
+    assert (quick_run / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_run_markdown_table(quick_run):
+    text = (quick_run / "results.md").read_text()
+    header = (
+        "| dataset | classifier | accuracy (mean ± std) | fit s | predict ms/case | runs | input |"
+    )
+    assert header in text
+    rows = [line for line in text.splitlines() if line.startswith("| ItalyPowerDemand")]
+    assert [row.split("|")[2].strip() for row in rows] == ["NeuralCDEClassifier", "1NN-DTW"]
+    assert "missing: each value" in text and "gaps filled by linear interpolation" in text
+
+
+def test_every_skfwp_classifier_is_a_contender():
+    found, unavailable = contenders(max_iter=1)
+    assert unavailable is None  # sktime and numba are test dependencies
+    assert list(found)[: len(all_classifiers())] == list(all_classifiers())
+    assert {"MiniRocket", "1NN-DTW"} <= set(found)
+    pipe = found["NeuralCDEClassifier"].build(3)
+    assert pipe[-1].get_params()["random_state"] == 3 and pipe[-1].max_iter == 1
+
+
+def test_drop_values_is_seeded_and_drops_the_fraction():
+    cases = [np.ones((3, 400)), np.ones((3, 250))]
+    a = drop_values(cases, 0.3, np.random.default_rng(0))
+    b = drop_values(cases, 0.3, np.random.default_rng(0))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y))
+    assert abs(np.mean(np.isnan(np.concatenate(a, axis=1))) - 0.3) < 0.03
+    assert not np.isnan(cases[0]).any()  # the input is left alone
+    single = drop_values([np.ones((1, 1))], 0.999, np.random.default_rng(0))
+    assert not np.isnan(single[0]).all()  # every case keeps a value
+
+
+def test_prepare_imputes_and_pads_only_for_classifiers_that_need_it():
+    found, _ = contenders()
+    rng = np.random.default_rng(0)
+    cases = [rng.normal(size=(2, n)) for n in (5, 8, 6)]
+    cases[1][0, 3] = np.nan
+    X, how = _prepare(cases, found["NeuralCDEClassifier"], pad_to=8)
+    assert isinstance(X, list) and np.isnan(X[1][0, 3]) and how == "as is"
+    X, how = _prepare(cases, found["MiniRocket"], pad_to=8)
+    assert X.shape == (3, 2, 8) and not np.isnan(X).any()
+    assert how == "gaps interpolated, edge-padded to 8"
+    np.testing.assert_allclose(X[1], fill_gaps(cases[1]))
+    np.testing.assert_allclose(X[1][0, 3], (cases[1][0, 2] + cases[1][0, 4]) / 2)
+    np.testing.assert_array_equal(X[0][:, 5:], np.repeat(cases[0][:, -1:], 3, axis=1))
+
+
+def test_bad_names_list_the_choices():
+    with pytest.raises(ValueError, match=r"Unknown classifier.*NeuralCDEClassifier"):
+        run_benchmark(["GunPoint"], ["NoSuchClassifier"], seeds=1)
+    with pytest.raises(ValueError, match=r"Unknown dataset.*GunPoint"):
+        run_benchmark(["NoSuchData"], ["1NN-DTW"], seeds=1)
+    with pytest.raises(ValueError, match="missing"):
+        run_benchmark(["GunPoint"], ["1NN-DTW"], seeds=1, missing=1.0)
+
+
+def test_python_dash_m_entry_point():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run(
+        [sys.executable, "-m", "skfwp.benchmark", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    assert "--missing FRAC" in done.stdout and "--quick" in done.stdout
+
+
+@pytest.mark.slow  # ~40 s, and ~2 min on a fresh machine where numba compiles MiniRocket
+def test_sktime_benchmark_example_runs_on_a_tiny_budget():
+    spec = importlib.util.spec_from_file_location(
+        "example_07", os.path.join(ROOT, "examples", "07_sktime_benchmark.py")
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(dataset="BasicMotions", max_iter=1)
+    assert set(all_classifiers()) | {"MiniRocket", "1NN-DTW"} == set(results["model_id"])
+    assert results["accuracy_score_mean"].between(0, 1).all()
+    # the shipped split: MiniRocket and 1-NN DTW do far better than chance on it
+    scores = results.set_index("model_id")["accuracy_score_mean"]
+    assert scores["1NN-DTW"] > 0.9 and scores["MiniRocket"] > 0.9
