@@ -194,6 +194,9 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         """Cross-parameter checks beyond ``_parameter_constraints`` (override to add)."""
 
+    def _before_step(self):
+        """Called between ``loss.backward()`` and the optimiser step (e.g. to clip)."""
+
     # -- sklearn API ----------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -339,6 +342,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self._before_step()
                 optimizer.step()
                 total += float(loss.detach()) * float(w.sum())
                 total_w += float(w.sum())

@@ -3,11 +3,12 @@
 A new classifier adds one entry here and inherits every test of test_common.py.
 """
 
-from skfwp import ContinuousDeltaClassifier
+from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier
 
 #: (estimator class, small parameters used across the shared tests)
 SMALL = [
     (ContinuousDeltaClassifier, {"hidden_size": 8, "n_heads": 2, "ff_dim": 8}),
+    (GatedNODEClassifier, {"hidden_size": 8, "flow_layers": (8,)}),
 ]
 
 
