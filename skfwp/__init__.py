@@ -1,6 +1,7 @@
 """skfwp: scikit-learn compatible continuous-time neural sequence classifiers."""
 
 from .delta import ContinuousDeltaClassifier
+from .gated import GatedNODEClassifier
 from .ncde import NeuralCDEClassifier
 from .persistence import load
 from .preprocessing import ChannelStandardScaler
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelStandardScaler",
     "ContinuousDeltaClassifier",
+    "GatedNODEClassifier",
     "NeuralCDEClassifier",
     "__version__",
     "load",

@@ -238,6 +238,9 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         """Cross-parameter checks beyond ``_parameter_constraints`` (override to add)."""
 
+    def _before_step(self):
+        """Called between ``loss.backward()`` and the optimiser step (e.g. to clip)."""
+
     def _new_module(self, seed, n_path_channels, n_classes):
         """``_build_module`` with its initialisation seeded, global RNG state restored."""
         with torch.random.fork_rng(devices=[]):
@@ -520,6 +523,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             grads = [p.grad for p in module.parameters() if p.grad is not None]
             if not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
                 raise _NonFiniteStep("non-finite gradient")
+            self._before_step()
             optimizer.step()
             total += float(loss.detach()) * float(w.sum())
             total_w += float(w.sum())

@@ -1,7 +1,8 @@
 """The one solver wrapper: integrate a vector field along a :class:`ControlPath`.
 
 Solves ``z(s) = z(0) + ∫_0^s f(r, z(r), X) dr`` with torchdiffeq and returns, for each
-case ``i``, ``z(T_i)`` at its own final knot. A CDE ``dz = g(z) dX`` is the special
+case ``i``, ``z(T_i)`` at its own final knot (or, with ``all_knots=True``, the whole
+trajectory at every knot, for analysis and plots). A CDE ``dz = g(z) dX`` is the special
 case ``f = g(z) · dX/ds`` (what ``torchcde.cdeint`` does internally).
 
 Fixed-step methods use ``step_size`` in knot units (``None``: 1, one step per
@@ -53,6 +54,7 @@ def integrate(
     rtol=1e-3,
     atol=1e-4,
     adjoint=False,
+    all_knots=False,
 ):
     """Solve the field from ``z0`` and return the state at each case's final knot.
 
@@ -65,21 +67,28 @@ def integrate(
     path : ControlPath
     method, step_size, rtol, atol, adjoint
         As the estimators' parameters of the same names.
+    all_knots : bool, default=False
+        Return the solution at every knot ``s = 0, 1, ..., t_end`` of the batch
+        instead. Past its own ``T_i`` a case's path is constant, so the caller cuts
+        each trajectory at ``path.ends``.
 
     Returns
     -------
     Tensor of shape (batch, *state_shape)
-        ``z(T_i)`` for each case ``i``.
+        ``z(T_i)`` for each case ``i``; with ``all_knots``, of shape
+        ``(batch, n_knots, *state_shape)``, ``z(k)`` for each knot ``k``.
     """
     check_method(method)
     batch, state_shape = z0.shape[0], z0.shape[1:]
-    ends = path.ends
-    times, slot = torch.unique(ends, sorted=True, return_inverse=True)
-    if int(times[0]) != 0:
-        times = torch.cat([times.new_zeros(1), times])
-        slot = slot + 1
+    if all_knots:
+        times = torch.arange(int(path.t_end) + 1, device=path.ends.device)
+    else:
+        times, slot = torch.unique(path.ends, sorted=True, return_inverse=True)
+        if int(times[0]) != 0:
+            times = torch.cat([times.new_zeros(1), times])
+            slot = slot + 1
     if len(times) == 1:  # every case is a single observation
-        return z0
+        return z0.unsqueeze(1) if all_knots else z0
     bound = _BoundField(field, path, state_shape)
     options = {}
     if method in FIXED_STEP_METHODS:
@@ -91,6 +100,8 @@ def integrate(
         zs = odeint_adjoint(bound, z0.reshape(batch, -1), t, adjoint_params=params, **kwargs)
     else:
         zs = odeint(bound, z0.reshape(batch, -1), t, **kwargs)
+    if all_knots:
+        return zs.transpose(0, 1).reshape(batch, len(times), *state_shape)
     # zs: (len(times), batch, state) -> each case at its own final knot
     z_end = zs[slot, torch.arange(batch, device=zs.device)]
     return z_end.view(batch, *state_shape)

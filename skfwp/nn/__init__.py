@@ -1,6 +1,7 @@
 """Pure torch models: torch in, torch out; nothing here knows scikit-learn."""
 
 from .fwp import LEARNING_RULES, SOLVER_BACKENDS, VARIANTS, ContinuousFWP
+from .gated import GatedNODE, find_fixed_points
 from .ncde import CDEVectorField, NeuralCDE
 
 __all__ = [
@@ -9,5 +10,7 @@ __all__ = [
     "VARIANTS",
     "CDEVectorField",
     "ContinuousFWP",
+    "GatedNODE",
     "NeuralCDE",
+    "find_fixed_points",
 ]

@@ -1,0 +1,201 @@
+"""Gated neural ODEs (Kim, Can & Krishnamurthy, ICML 2023) and the plain neural ODE.
+
+The hidden state ``h`` in R^H is driven by the input path ``x(s) = X(s)`` (an
+input-driven ODE, not a CDE)::
+
+    dh/ds = (1/τ) G ⊙ (−h + F(h, x))          gated=True  (gnODE)
+    dh/ds = (1/τ) (−h + F(h, x))              gated=False (nODE)
+    G     = sigmoid(W_g h + U_g x + b_g)      gate: an adaptive time constant per unit
+    F     = MLP([h, x])                       flow field, ReLU hidden layers
+
+``τ`` is in units of the observation index ``s`` (``τ = 1``: one observation). The
+gate lies in ``(0, 1)``, so the zeros of ``dh/ds`` (the fixed points for a fixed
+input) are those of ``−h + F`` whether gated or not; the gate only changes how fast,
+and along which directions, the state moves towards them.
+
+Initial state and readout::
+
+    h(0)   = W_0 x(0) + b_0
+    logits = W_c h(T_i) + b_c                 at each case's own final knot T_i
+
+With a state as small as ``H = 2`` the learned dynamics can be drawn:
+:meth:`GatedNODE.fixed_points` finds the zeros of the field and
+:meth:`GatedNODE.trajectory` returns ``h(s)`` at every knot (see
+:mod:`skfwp.plotting`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..solver import integrate
+from .layers import mlp
+
+__all__ = ["GatedNODE", "find_fixed_points"]
+
+
+class GatedNODE(nn.Module):
+    """Gated (or plain) neural ODE classifier: ``dh/ds = G ⊙ (−h + F(h, x)) / τ``.
+
+    Parameters
+    ----------
+    n_channels : int
+        Channels ``K`` of the input path (time channel included).
+    n_classes : int
+    hidden_size : int
+        ``H``, the dimension of the state (1 and 2 work).
+    flow_layers : tuple of int
+        Widths of the ReLU hidden layers of ``F``; ``()`` makes ``F`` affine.
+    tau : float
+        Time constant ``τ > 0`` in observation-index units.
+    gated : bool
+        False drops the gate (``G = 1``): the plain neural ODE.
+
+    Notes
+    -----
+    ``forward(path, **solver_options)`` returns logits of shape ``(batch, n_classes)``;
+    the solver's state is ``h`` of shape ``(batch, H)``.
+    """
+
+    def __init__(
+        self, n_channels, n_classes, hidden_size=32, flow_layers=(64,), tau=1.0, gated=True
+    ):
+        super().__init__()
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau}.")
+        self.tau, self.gated = float(tau), bool(gated)
+        self.initial = nn.Linear(n_channels, hidden_size)  # W_0, b_0
+        self.flow = mlp(hidden_size + n_channels, tuple(flow_layers), hidden_size)  # F
+        self.gate = nn.Linear(hidden_size + n_channels, hidden_size) if gated else None
+        self.classifier = nn.Linear(hidden_size, n_classes)  # W_c, b_c
+
+    def velocity(self, h, x):
+        """``dh/ds`` for states ``h`` (..., H) under inputs ``x`` (..., K)."""
+        hx = torch.cat([h, x], dim=-1)
+        dh = self.flow(hx) - h
+        if self.gated:
+            dh = torch.sigmoid(self.gate(hx)) * dh
+        return dh / self.tau
+
+    def forward_field(self, s, h, path):
+        """``dh/ds`` at time ``s`` of ``path``; ``h`` of shape (batch, H)."""
+        return self.velocity(h, path.evaluate(s))
+
+    def initial_state(self, path):
+        """``h(0) = W_0 x(0) + b_0``, shape (batch, H)."""
+        return self.initial(path.evaluate(0.0))
+
+    def trajectory(self, path, **solver_options):
+        """``h`` at every knot ``s = 0, 1, ..., t_end``, shape (batch, n_knots, H).
+
+        Case ``i``'s trajectory is meaningful up to its own final knot ``path.ends[i]``.
+        """
+        return integrate(
+            _Field(self), self.initial_state(path), path, all_knots=True, **solver_options
+        )
+
+    def forward(self, path, **solver_options):
+        h_end = integrate(_Field(self), self.initial_state(path), path, **solver_options)
+        return self.classifier(h_end)
+
+    def fixed_points(self, x, seeds, **options):
+        """Fixed points of the field under a constant input ``x`` (K,), from ``seeds`` (n, H).
+
+        Solves ``−h + F(h, x) = 0`` (the zeros of ``dh/ds``, since ``0 < G < 1``) by
+        :func:`find_fixed_points`; ``options`` go there. Stability is read from the
+        Jacobian of ``dh/ds`` itself, gate included.
+
+        Returns
+        -------
+        points : Tensor of shape (m, H)
+        stable : BoolTensor of shape (m,)
+            Every eigenvalue of the Jacobian of ``dh/ds`` has a negative real part.
+        speed : Tensor of shape (m,)
+            ``|dh/ds|`` at each point (close to 0 for a converged point).
+        """
+        x = torch.as_tensor(x, dtype=seeds.dtype, device=seeds.device)
+
+        def flow_minus_identity(h):
+            return self.flow(torch.cat([h, x.expand(len(h), -1)], dim=-1)) - h
+
+        def field(h):
+            return self.velocity(h, x.expand(len(h), -1))
+
+        points = find_fixed_points(flow_minus_identity, seeds, **options)
+        jac = _batch_jacobian(field, points)
+        stable = torch.linalg.eigvals(jac).real.lt(0).all(dim=-1)
+        speed = field(points).detach().norm(dim=-1)
+        return points, stable, speed
+
+
+class _Field(nn.Module):
+    """Adapter exposing ``GatedNODE.forward_field`` as ``field(s, z, path)``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, s, h, path):
+        return self.model.forward_field(s, h, path)
+
+
+def _batch_jacobian(func, h):
+    """Jacobians of a row-wise ``func`` (n, H) -> (n, H) at each row, shape (n, H, H)."""
+    h = h.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = func(h)
+        rows = [
+            torch.autograd.grad(out[:, i].sum(), h, retain_graph=True)[0]
+            for i in range(out.shape[1])
+        ]
+    return torch.stack(rows, dim=1).detach()  # (n, H_out, H_in)
+
+
+def find_fixed_points(func, seeds, n_steps=100, tol=1e-6, damping=1e-6, merge=1e-3):
+    """Zeros of a row-wise map ``func`` (n, H) -> (n, H), by damped Newton from ``seeds``.
+
+    Each seed takes ``n_steps`` Levenberg–Marquardt steps
+    ``h ← h − (JᵀJ + λ I)⁻¹ Jᵀ func(h)``, with ``λ = damping · (1 + |func(h)|²)``
+    (fewer when every seed has converged); the points where ``|func(h)| < tol`` are
+    kept and those closer than ``merge`` to a kept point are dropped as duplicates.
+
+    Parameters
+    ----------
+    func : callable
+        Maps states (n, H) to (n, H) row by row.
+    seeds : Tensor of shape (n, H)
+    n_steps : int
+    tol : float
+        Residual ``|func(h)|`` below which a point counts as a zero.
+    damping : float
+    merge : float
+        Distance below which two zeros are the same.
+
+    Returns
+    -------
+    Tensor of shape (m, H), m <= n
+        The distinct zeros found, ordered by residual.
+    """
+    h = seeds.detach().clone()
+    eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+    for _ in range(n_steps):
+        jac = _batch_jacobian(func, h)  # (n, H, H)
+        with torch.no_grad():
+            r = func(h)
+            if r.norm(dim=-1).max() < 1e-3 * tol:  # every seed has converged
+                break
+            jt = jac.transpose(1, 2)
+            lam = damping * (1 + (r * r).sum(-1))[:, None, None]
+            step = torch.linalg.solve(jt @ jac + lam * eye, (jt @ r[..., None]))[..., 0]
+            h = h - step
+    with torch.no_grad():
+        residual = func(h).norm(dim=-1)
+    ok = torch.isfinite(residual) & (residual < tol)
+    h, residual = h[ok], residual[ok]
+    h = h[residual.argsort()]
+    kept = []
+    for point in h:
+        if all((point - other).norm() >= merge for other in kept):
+            kept.append(point)
+    return torch.stack(kept) if kept else h.new_zeros((0, h.shape[1]))

@@ -1,0 +1,248 @@
+"""GatedNODEClassifier's model against closed forms and an oracle; the flip-flop data."""
+
+import numpy as np
+import pytest
+import torch
+
+from skfwp import GatedNODEClassifier
+from skfwp._validation import check_X
+from skfwp.datasets import make_flip_flop
+from skfwp.nn.gated import GatedNODE, find_fixed_points
+from skfwp.path import InputPath
+
+
+def _path(n_knots, ends, random_state=0, n_channels=2):
+    rng = np.random.default_rng(random_state)
+    X = rng.normal(size=(len(ends), n_channels, n_knots))
+    for i, e in enumerate(ends):
+        X[i, :, e + 1 :] = np.nan
+    arr, lengths = check_X(X)
+    ip = InputPath().fit(arr, lengths)
+    return ip, ip.transform(arr, lengths, dtype=torch.float64).batch(range(len(ends)))
+
+
+def _model(n_channels, gated=True, hidden_size=3, flow_layers=(8,), tau=1.0, seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GatedNODE(
+            n_channels, 2, hidden_size=hidden_size, flow_layers=flow_layers, tau=tau, gated=gated
+        ).double()
+
+
+def _constant_flow(model, c, gate_bias=None):
+    """F ≡ c (last layer zeroed, bias c); gate weights zeroed so that G = sigmoid(b_g)."""
+    with torch.no_grad():
+        model.flow[-1].weight.zero_()
+        model.flow[-1].bias.copy_(c)
+        if gate_bias is not None:
+            model.gate.weight.zero_()
+            model.gate.bias.copy_(gate_bias)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_constant_flow_matches_closed_form(gated, method):
+    """F ≡ c, G = sigmoid(b_g): h(s) = c + (h0 − c) exp(−G s / τ) at every knot."""
+    ip, path = _path(7, [6, 3])
+    tau = 2.5
+    model = _model(ip.n_path_channels_, gated=gated, tau=tau)
+    c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    b = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64)
+    _constant_flow(model, c, b if gated else None)
+    G = torch.sigmoid(b) if gated else torch.ones(3, dtype=torch.float64)
+    opts = dict(method=method, step_size=0.05, rtol=1e-10, atol=1e-12)
+    traj = model.trajectory(path, **opts)  # (batch, n_knots, H)
+    h0 = model.initial(path.evaluate(0.0))
+    s = torch.arange(traj.shape[1], dtype=torch.float64)[None, :, None]
+    expected = c + (h0[:, None] - c) * torch.exp(-G * s / tau)
+    torch.testing.assert_close(traj, expected, rtol=1e-7, atol=1e-7)
+    # the state really moved, and the gate set the speed
+    assert (traj[:, -1] - h0).abs().max() > 0.5
+
+
+def test_initial_state_is_linear_in_first_observation():
+    ip, path = _path(5, [4, 2])
+    model = _model(ip.n_path_channels_)
+    x0 = path.evaluate(0.0)
+    torch.testing.assert_close(
+        model.initial_state(path), x0 @ model.initial.weight.T + model.initial.bias
+    )
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_fixed_step_matches_adaptive_oracle(gated):
+    """rk4 with a fine step against dopri5 at tight tolerance, on random input paths."""
+    ip, path = _path(6, [5, 3], random_state=1)
+    model = _model(ip.n_path_channels_, gated=gated, flow_layers=(8, 8), tau=0.7)
+    fine = model(path, method="rk4", step_size=0.05)
+    # ReLU kinks cost rk4 its order locally (and dopri5 many small steps): 1e-5 is
+    # what step 0.05 reaches, 1e-8 what keeps the oracle's error well below it
+    oracle = model(path, method="dopri5", rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(fine, oracle, rtol=1e-5, atol=1e-5)
+    coarse = model(path, method="euler", step_size=1.0)
+    assert (coarse - oracle).abs().max() > 1e-3  # the oracle tells solvers apart
+
+
+def test_euler_at_step_tau_is_the_gru_like_update():
+    """Euler with Δs = τ = 1 is the released code's update h ← (1 − G) h + G F."""
+    ip, path = _path(8, [7, 7], random_state=2)
+    model = _model(ip.n_path_channels_, flow_layers=(8,), tau=1.0)
+    traj = model.trajectory(path, method="euler", step_size=1.0)
+    h = model.initial_state(path)
+    for k in range(7):
+        hx = torch.cat([h, path.evaluate(float(k))], dim=-1)
+        G = torch.sigmoid(model.gate(hx))
+        h = (1 - G) * h + G * model.flow(hx)
+        torch.testing.assert_close(traj[:, k + 1], h)
+
+
+def test_trajectory_ends_where_forward_reads_out():
+    ip, path = _path(9, [8, 4, 6], random_state=3)
+    model = _model(ip.n_path_channels_)
+    traj = model.trajectory(path, method="rk4")
+    h_end = traj[torch.arange(3), path.ends]
+    torch.testing.assert_close(model.classifier(h_end), model(path, method="rk4"))
+
+
+def test_plain_node_has_no_gate_and_ignores_gate_parameters():
+    model = _model(3, gated=False)
+    assert model.gate is None
+    h, x = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    expected = model.flow(torch.cat([h, x], -1)) - h
+    torch.testing.assert_close(model.velocity(h, x), expected)
+
+
+def set_clamp_flow(model):
+    """Make ``F_i(h) = clamp(2 h_i, −1, 1)``, blind to the input, from ReLUs (in place).
+
+    ``model``: a GatedNODE with hidden_size=2 and flow_layers=(4,). Each coordinate of
+    −h + F has zeros −1, 0, 1 (slopes −1, +1, −1), so the plane has 9 fixed points:
+    the 4 corners (±1, ±1) stable, the other 5 unstable, gated or not.
+    """
+    first, last = model.flow[0], model.flow[-1]
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[:, :2] = torch.tensor([[2.0, 0], [2, 0], [0, 2], [0, 2]])
+        first.bias.copy_(torch.tensor([1.0, -1, 1, -1]))
+        last.weight.copy_(torch.tensor([[1.0, -1, 0, 0], [0, 0, 1, -1]]))
+        last.bias.fill_(-1.0)
+    return model
+
+
+CLAMP_FIXED_POINTS = {(a, b) for a in (-1.0, 0.0, 1.0) for b in (-1.0, 0.0, 1.0)}
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_fixed_points_of_a_known_field(gated):
+    model = set_clamp_flow(_model(3, gated=gated, hidden_size=2, flow_layers=(4,)))
+    x = torch.tensor([0.3, -0.5, 1.0], dtype=torch.float64)
+    grid = torch.linspace(-2, 2, 7, dtype=torch.float64)
+    seeds = torch.cartesian_prod(grid, grid)
+    points, stable, speed = model.fixed_points(x, seeds)
+    found = {tuple(p) for p in np.round(points.numpy(), 6).tolist()}
+    assert found == CLAMP_FIXED_POINTS
+    corners = points.abs().min(dim=1).values > 0.5
+    assert torch.equal(stable, corners)
+    assert (speed < 1e-10).all()
+
+
+def test_find_fixed_points_drops_seeds_that_do_not_converge():
+    # h² + 1 has no real zero: nothing may be reported
+    none = find_fixed_points(lambda h: h**2 + 1, torch.linspace(-2, 2, 5)[:, None].double())
+    assert none.shape == (0, 1)
+    # (h − 1)(h + 2): both zeros, each once, from many seeds
+    two = find_fixed_points(lambda h: (h - 1) * (h + 2), torch.linspace(-4, 4, 9)[:, None].double())
+    torch.testing.assert_close(two.sort(0).values, torch.tensor([[-2.0], [1.0]]).double())
+
+
+def test_module_rejects_bad_tau():
+    with pytest.raises(ValueError, match="tau"):
+        GatedNODE(3, 2, tau=0.0)
+
+
+# -- estimator ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flow_layers", [(0,), (8, -1), (2.5,), (True,)])
+def test_bad_flow_layers_rejected(flow_layers, tiny_panel):
+    X, y = tiny_panel
+    with pytest.raises(ValueError, match="flow_layers"):
+        GatedNODEClassifier(flow_layers=flow_layers, max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("hidden_size", [1, 2])
+@pytest.mark.parametrize("gated", [True, False])
+def test_tiny_states_learn(hidden_size, gated, tiny_panel):
+    X, y = tiny_panel
+    clf = GatedNODEClassifier(
+        hidden_size=hidden_size,
+        flow_layers=(16,),
+        gated=gated,
+        max_iter=30,
+        learning_rate_init=1e-2,
+        random_state=0,
+    ).fit(X, y)
+    assert clf.module_.classifier.in_features == hidden_size
+    assert (clf.module_.gate is not None) == gated
+    assert clf.score(X, y) >= 0.9
+
+
+def test_affine_flow_and_deeper_flow_build():
+    clf = GatedNODEClassifier(flow_layers=(), hidden_size=4)
+    assert len(clf._build_module(3, 2).flow) == 1  # one Linear: F affine
+    clf = GatedNODEClassifier(flow_layers=[5, 6], hidden_size=4)
+    widths = [m.out_features for m in clf._build_module(3, 2).flow if hasattr(m, "out_features")]
+    assert widths == [5, 6, 4]
+
+
+# -- flip-flop data ------------------------------------------------------------------
+
+
+def _last_pulse_signs(X):
+    """Sign of each channel's last non-zero value, (n_cases, n_bits)."""
+    nonzero = X != 0
+    last = X.shape[2] - 1 - np.argmax(nonzero[:, :, ::-1], axis=2)
+    return np.sign(np.take_along_axis(X, last[..., None], axis=2)[..., 0])
+
+
+def test_flip_flop_labels_are_last_pulse_signs():
+    X, y = make_flip_flop(300, n_bits=3, n_timepoints=60, random_state=0)
+    assert X.shape == (300, 3, 60) and y.shape == (300,)
+    assert (X != 0).any(axis=2).all()  # every channel of every case has a pulse
+    signs = _last_pulse_signs(X)
+    expected = np.array(["".join("+" if s > 0 else "-" for s in row) for row in signs])
+    np.testing.assert_array_equal(y, expected)
+    assert set(np.unique(X)) == {-1.0, 0.0, 1.0}
+    assert len(set(y)) == 8  # 2**3 classes
+
+
+def test_flip_flop_pulses_and_rate():
+    X, _ = make_flip_flop(400, n_bits=2, random_state=1, pulse_rate=0.06, pulse_width=3)
+    # runs of a non-zero value have length pulse_width unless pulses overlap
+    onsets = (X != 0) & (np.diff(X, axis=2, prepend=0) != 0)
+    per_channel = onsets.sum(axis=2).mean()
+    assert 4.0 < per_channel < 6.5  # ~0.06 x 98 onsets, fewer where pulses merge
+    assert not (X[:, :, -1] != 0).all()
+
+
+def test_flip_flop_is_deterministic_and_continuous_variant():
+    a = make_flip_flop(5, random_state=3)
+    b = make_flip_flop(5, random_state=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    c = make_flip_flop(5, random_state=4)
+    assert not np.array_equal(a[0], c[0])
+    X, y = make_flip_flop(50, random_state=0, continuous=True)
+    values = np.abs(X[X != 0])
+    assert values.min() >= 0.1 and values.max() <= 1.0 and len(np.unique(values)) > 10
+    expected = np.array(
+        ["".join("+" if s > 0 else "-" for s in row) for row in _last_pulse_signs(X)]
+    )
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_flip_flop_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="pulse_width"):
+        make_flip_flop(5, n_timepoints=10, pulse_width=11)
+    with pytest.raises(ValueError, match="n_bits"):
+        make_flip_flop(5, n_bits=0)
