@@ -31,7 +31,7 @@ fixed-grid solvers) up to float rounding:
 
   with ``Q_n`` (d x r) the columns ``h b_i q_i``, ``B_n`` and ``V_n`` (r x d) the rows
   ``α_iᵀ`` and ``μ_iᵀ``, for the ``r`` stages with ``b_i != 0`` (r = 4 for rk4).
-  ``Q, B, V`` come from elementwise operations, vectorised over many steps
+  ``Q, B, V`` come from elementwise operations vectorised over many steps
   (:func:`_step_factors`); the sequential loop is two small batched products per
   step. (``P`` rather than ``S``: MKL's batched GEMM is 2–7x faster with the thin
   ``r x d`` factor on the left.)
@@ -42,10 +42,13 @@ fixed-grid solvers) up to float rounding:
       dL/dB_n = dE_n,   dL/dV_n = −dE_n P_nᵀ,   dL/dQ_nᵀ = E_n G_{n+1}ᵀ
 
   the last two vectorised over a chunk; ordinary autograd through
-  :func:`_step_factors` then gives the gradients of ``p, q, beta``. States are kept
-  when they fit in :data:`STATE_MEMORY_BUDGET`; otherwise only the first state of
-  each chunk of ``C ≈ √n_steps`` steps is kept and the chunk is recomputed, so memory
-  grows as ``√n_steps`` states, not ``n_steps``.
+  :func:`_step_factors` then gives the gradients of ``p, q, beta``.
+- **Checkpoints.** The work goes in chunks of ``C`` steps (``C = max(⌈√n_steps⌉, 64)``,
+  fewer for large states). The backward recomputes each chunk's factors with their
+  autograd graph, and its states unless all of them fit in :data:`STATE_MEMORY`;
+  otherwise the forward keeps only each chunk's first state, so memory grows as
+  ``n_steps / C + C`` states, not ``n_steps``. (Keeping the factors' graphs as well
+  measured no faster and 7x larger: chunks stay in cache.)
 - **Hebbian form.** Without decay, ``S(T_i) = S(0) + Σ_n (S_{n+1} − S_n)`` is one
   weighted sum over every stage: no loop at all.
 """
@@ -58,8 +61,9 @@ import torch
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "CHUNK_MEMORY",
     "FAST_METHODS",
-    "STATE_MEMORY_BUDGET",
+    "STATE_MEMORY",
     "TABLEAUS",
     "StagePlan",
     "fixed_grid",
@@ -80,8 +84,12 @@ TABLEAUS = {
 }
 FAST_METHODS = tuple(TABLEAUS)
 
-#: Bytes of solver states the backward may keep; beyond it, chunks are recomputed.
-STATE_MEMORY_BUDGET = 256 * 2**20
+#: Bytes of the per-chunk buffers (a state and its gradient per step) that bound the
+#: chunk size for large states.
+CHUNK_MEMORY = 128 * 2**20
+#: Bytes of states the forward may keep for the backward, which then need not
+#: recompute them (the factors are recomputed either way).
+STATE_MEMORY = 64 * 2**20
 
 
 def fixed_grid(t_end, step_size, dtype, device=None):
@@ -114,8 +122,9 @@ class StagePlan:
     ----------
     times : Tensor of shape (n_times,)
         Every distinct stage time: the grid points, then each interior stage.
-    index : LongTensor of shape (n_steps, n_stages)
-        ``times[index[n, i]]`` is stage ``i`` of step ``n``.
+    offsets : tuple of int
+        Stage ``i`` of step ``n`` is at ``times[offsets[i] + n]``: the stages of a run
+        of steps are slices.
     dt : Tensor of shape (n_steps,)
         Step sizes (the last step may be shorter).
     readout : Tensor of shape (batch, n_steps + 1)
@@ -140,17 +149,14 @@ class StagePlan:
         # stage times exactly as torchdiffeq's step functions compute them
         interior = [t0 + dt * ci for ci in c if 0.0 < ci < 1.0]
         self.times = torch.cat([grid, *interior])
-        steps = torch.arange(n_steps, device=device)
-        columns, k = [], 0
+        offsets, k = [], 0
         for ci in c:
-            if ci == 0.0:
-                columns.append(steps)
-            elif ci == 1.0:
-                columns.append(steps + 1)
+            if ci in (0.0, 1.0):
+                offsets.append(int(ci))  # a grid point: the step's start or end
             else:
+                offsets.append(len(grid) + k * n_steps)
                 k += 1
-                columns.append(steps + k * n_steps + 1)
-        self.index = torch.stack(columns, dim=1)  # (n_steps, n_stages)
+        self.offsets = tuple(offsets)
         self.dt = dt
         self.readout = self._readout_weights(ends.to(dtype), grid)
         cases, states = torch.nonzero(self.readout, as_tuple=True)
@@ -176,40 +182,59 @@ class StagePlan:
 
     @property
     def n_steps(self):
-        return self.index.shape[0]
+        return len(self.dt)
+
+    def stages(self, x, n0, n1):
+        """Stage values of steps ``n0:n1``: ``[x[offset + n0 : offset + n1]]`` per stage (views)."""
+        return [x[offset + n0 : offset + n1] for offset in self.offsets]
 
 
 def _step_factors(p, q, beta, dt, tableau):
     """``Q, B, V`` of the steps ``P_{n+1} = P_n + Q_n (B_n − V_n P_n)`` (module docstring).
 
-    ``p, q`` of shape (n, n_stages, *batch, d), ``beta`` (n, n_stages, *batch) and
-    ``dt`` (n,) give ``Q`` of shape (n, *batch, d, r) and ``B, V`` (n, *batch, r, d).
+    ``p, q`` (per stage: (n, *batch, d)), ``beta`` (per stage: (n, *batch)) and ``dt``
+    (n,) give ``Q, B, V``, each of shape (n, r, *batch, d): the vectors ``h b_i q_i``,
+    ``α_i`` and ``μ_i`` of the ``r`` stages with ``b_i != 0``. The stage axis comes
+    before the batch so that stacking copies whole blocks; the step's matrices are
+    strided views of it (:func:`_matrices`).
     """
     _, a, b = tableau
-    h = dt.view(-1, *[1] * (beta.dim() - 2))  # (n, 1, ..., 1), broadcasts like beta_i
-    p, q, beta = p.unbind(1), q.unbind(1), beta.unbind(1)
+    h = dt.view(-1, *[1] * (beta[0].dim() - 1))  # (n, 1, ..., 1), broadcasts like beta_i
     alphas, mus = [], []
     for i, beta_i in enumerate(beta):
         alpha_i = beta_i.unsqueeze(-1) * p[i]
         mu_i = beta_i.unsqueeze(-1) * q[i]
         for j, a_ij in enumerate(a[i]):
             c_ij = ((a_ij * h) * beta_i * (q[j] * q[i]).sum(-1)).unsqueeze(-1)
-            alpha_i = alpha_i - c_ij * alphas[j]
-            mu_i = mu_i - c_ij * mus[j]
+            alpha_i = torch.addcmul(alpha_i, c_ij, alphas[j], value=-1)
+            mu_i = torch.addcmul(mu_i, c_ij, mus[j], value=-1)
         alphas.append(alpha_i)
         mus.append(mu_i)
     used = [i for i, b_i in enumerate(b) if b_i != 0.0]
-    Q = torch.stack([(b[i] * h).unsqueeze(-1) * q[i] for i in used], dim=-1)
-    B = torch.stack([alphas[i] for i in used], dim=-2)
-    V = torch.stack([mus[i] for i in used], dim=-2)
+    Q = torch.stack([(b[i] * h).unsqueeze(-1) * q[i] for i in used], dim=1)
+    B = torch.stack([alphas[i] for i in used], dim=1)
+    V = torch.stack([mus[i] for i in used], dim=1)
     return Q, B, V
 
 
-def _chunk_factors(p, q, beta, plan, n0, n1):
-    """:func:`_step_factors` of steps ``n0:n1``, flattened to (n, batch * h, ., .)."""
-    index = plan.index[n0:n1]
-    factors = _step_factors(p[index], q[index], beta[index], plan.dt[n0:n1], plan.tableau)
-    return [f.flatten(1, -3) for f in factors]
+def _matrices(factor):
+    """(n, r, *batch, d) -> (n, batch * h, r, d): each step's ``r x d`` matrices (a view)."""
+    return factor.flatten(2, -2).transpose(1, 2)
+
+
+def _chunk_factors(p, q, beta, plan, n0, n1, *, graph=False):
+    """Stage values of steps ``n0:n1`` and their :func:`_step_factors`.
+
+    With ``graph``, the stage values are fresh leaves and the factors keep their
+    autograd graph. Returns the stage values (per stage, for ``p``, ``q``, ``beta``),
+    the factors, and their detached step matrices ``Q_nᵀ, B_n, V_n`` (:func:`_matrices`).
+    """
+    stage = [plan.stages(x, n0, n1) for x in (p, q, beta)]
+    with torch.set_grad_enabled(graph):
+        if graph:
+            stage = [[x.detach().requires_grad_() for x in xs] for xs in stage]
+        factors = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
+    return stage, factors, [_matrices(f.detach()) for f in factors]
 
 
 def _add_readout(out, state, plan, n):
@@ -219,18 +244,19 @@ def _add_readout(out, state, plan, n):
         out[cases] += weights.view(-1, *[1] * (state.dim() - 1)) * state[cases]
 
 
-def _run(P, Q, B, V, states, E, plan, n0, out=None):
+def _run(P, Qt, B, V, states, E, plan, n0, out=None):
     """Steps ``n0, n0 + 1, ...`` from ``P``: ``E_n = B_n − V_n P_n``, ``P_{n+1} = P_n + Q_n E_n``.
 
-    Writes ``P_n`` into ``states`` and ``E_n`` into ``E`` (buffers of shape
-    (n, batch * h, ., .)), adds the readouts to ``out`` when given, and returns the
-    state after the last step.
+    ``Qt, B, V`` of shape (n, batch * h, r, d) (``Qt`` holds ``Q_nᵀ``). Writes ``P_n``
+    into ``states`` and ``E_n`` into ``E`` (buffers of shape (n, batch * h, ., d)),
+    adds the readouts to ``out`` when given, and returns the state after the last step.
     """
     n = len(E)
     states[0] = P
     for i in range(n):
         torch.baddbmm(B[i], V[i], states[i], alpha=-1, out=E[i])
-        P = torch.baddbmm(states[i], Q[i], E[i], out=states[i + 1] if i + 1 < n else None)
+        into = states[i + 1] if i + 1 < n else None
+        P = torch.baddbmm(states[i], Qt[i].transpose(-1, -2), E[i], out=into)
         if out is not None:
             _add_readout(out, P.view(out.shape), plan, n0 + i + 1)
     return P
@@ -241,11 +267,12 @@ class _AffineRecurrence(torch.autograd.Function):
 
     Inputs: ``P0`` (batch, h, d, d) and the stage values ``p, q`` (n_times, batch, h, d),
     ``beta`` (n_times, batch, h), from which :func:`_step_factors` builds ``Q, B, V``
-    chunk by chunk. See the module docstring.
+    chunk by chunk (``plan``, ``chunk_size``: not differentiable). See the module
+    docstring.
     """
 
     @staticmethod
-    def forward(ctx, P0, p, q, beta, plan, chunk_size, keep_states):
+    def forward(ctx, P0, p, q, beta, plan, chunk_size):
         d = P0.shape[-1]
         P = P0.reshape(-1, d, d)  # (batch * h, d, d)
         out = torch.zeros_like(P0)
@@ -253,15 +280,15 @@ class _AffineRecurrence(torch.autograd.Function):
         chunks = [
             (n0, min(n0 + chunk_size, plan.n_steps)) for n0 in range(0, plan.n_steps, chunk_size)
         ]
-        keep = keep_states and any(ctx.needs_input_grad[:4])
-        saved = []
+        keep = plan.n_steps * 2 * P.numel() * P.element_size() <= STATE_MEMORY
+        saved = []  # per chunk: its states and E, or only its first state
         for n0, n1 in chunks:
-            Q, B, V = _chunk_factors(p, q, beta, plan, n0, n1)
-            states, E = P.new_empty(n1 - n0, *P.shape), torch.empty_like(B)
+            _, _, (Qt, B, V) = _chunk_factors(p, q, beta, plan, n0, n1)
+            states, E = P.new_empty(n1 - n0, *P.shape), B.new_empty(B.shape)
             saved.append((states, E) if keep else P)
-            P = _run(P, Q, B, V, states, E, plan, n0, out)
+            P = _run(P, Qt, B, V, states, E, plan, n0, out)
         ctx.save_for_backward(P0, p, q, beta)
-        ctx.plan, ctx.chunks, ctx.saved, ctx.keep = plan, chunks, saved, keep
+        ctx.plan, ctx.chunks, ctx.saved = plan, chunks, saved
         return out
 
     @staticmethod
@@ -275,35 +302,36 @@ class _AffineRecurrence(torch.autograd.Function):
         _add_readout(G, grad_out, plan, plan.n_steps)
         G = G.view(-1, d, d)
         for (n0, n1), saved in zip(reversed(ctx.chunks), reversed(ctx.saved), strict=True):
-            index = plan.index[n0:n1]
-            with torch.enable_grad():
-                stage = [x[index].detach().requires_grad_() for x in (p, q, beta)]
-                factors = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
-            Q, B, V = (f.detach().flatten(1, -3) for f in factors)  # (n, batch * h, ., .)
-            if ctx.keep:
+            # recompute the chunk's factors with their graph, and its states if not kept
+            stage, factors, (Qt, B, V) = _chunk_factors(p, q, beta, plan, n0, n1, graph=True)
+            if isinstance(saved, tuple):
                 states, E = saved
-            else:  # recompute the chunk from its first state
-                states, E = G.new_empty(n1 - n0, *G.shape), torch.empty_like(B)
-                _run(saved, Q, B, V, states, E, plan, n0)
-            # sweep back: G_next[i] = dL/dP_{n0+i+1}, dE[i] = dL/dE_{n0+i}
+            else:
+                states, E = G.new_empty(n1 - n0, *G.shape), B.new_empty(B.shape)
+                _run(saved, Qt, B, V, states, E, plan, n0)
+            # sweep back: G_next[i] = dL/dP_{n0+i+1}, dE[i] = dL/dE_{n0+i} = dL/dB_{n0+i}
             G_next, dE = torch.empty_like(states), torch.empty_like(E)
             G_next[-1] = G
             for i in range(n1 - n0 - 1, -1, -1):
-                torch.bmm(Q[i].transpose(-1, -2), G_next[i], out=dE[i])
+                torch.bmm(Qt[i], G_next[i], out=dE[i])
                 into = G_next[i - 1] if i > 0 else None
                 G = torch.baddbmm(G_next[i], V[i].transpose(-1, -2), dE[i], alpha=-1, out=into)
                 _add_readout(G.view(shape), grad_out, plan, n0 + i)
-            grad_Q = (E @ G_next.transpose(-1, -2)).transpose(-1, -2)
+            grad_Qt = E @ G_next.transpose(-1, -2)  # (dL/dQ_n)ᵀ = E_n G_{n+1}ᵀ
             grad_V = -(dE @ states.transpose(-1, -2))
-            stage_grads = torch.autograd.grad(
+            leaves = [x for xs in stage for x in xs]
+            leaf_grads = torch.autograd.grad(
                 factors,
-                stage,
-                [g.view(f.shape) for g, f in zip((grad_Q, dE, grad_V), factors, strict=True)],
+                leaves,
+                [
+                    g.transpose(1, 2).unflatten(2, f.shape[2:-1])
+                    for g, f in zip((grad_Qt, dE, grad_V), factors, strict=True)
+                ],
             )
-            flat_index = index.reshape(-1)
-            for total, g in zip(grads, stage_grads, strict=True):
-                total.index_add_(0, flat_index, g.flatten(0, 1))
-        return G.view(shape), *grads, None, None, None
+            targets = [view for total in grads for view in plan.stages(total, n0, n1)]
+            for target, g in zip(targets, leaf_grads, strict=True):
+                target += g
+        return G.view(shape), *grads, None, None
 
 
 def _hebbian_sum(S0, p, q, beta, plan):
@@ -315,14 +343,13 @@ def _hebbian_sum(S0, p, q, beta, plan):
     _, _, b = plan.tableau
     after = plan.readout[:, 1:].flip(1).cumsum(1).flip(1)  # (batch, n_steps): w_in
     weights = p.new_zeros(p.shape[:2])  # (n_times, batch)
-    for i, b_i in enumerate(b):
-        if b_i != 0.0:
-            weights.index_add_(0, plan.index[:, i], (after * (b_i * plan.dt)).T)
+    for b_i, rows in zip(b, plan.stages(weights, 0, plan.n_steps), strict=True):
+        rows += (after * (b_i * plan.dt)).T
     rate = weights.unsqueeze(-1) * beta  # (n_times, batch, h)
     return S0 + torch.einsum("tbh,tbhd,tbhe->bhde", rate, p, q)
 
 
-def integrate_rank_one(S0, p, q, beta, plan, *, decay=True, keep_states=None, chunk_size=None):
+def integrate_rank_one(S0, p, q, beta, plan, *, decay=True, chunk_size=None):
     """Solve ``dS/ds = beta (p − S q) qᵀ`` (or ``beta p qᵀ``) and read each case at ``T_i``.
 
     Parameters
@@ -335,12 +362,9 @@ def integrate_rank_one(S0, p, q, beta, plan, *, decay=True, keep_states=None, ch
     plan : StagePlan
     decay : bool
         False for the Hebbian form ``dS/ds = beta p qᵀ``.
-    keep_states : bool or None
-        Keep every state for the backward instead of recomputing chunk by chunk;
-        None: when they fit in :data:`STATE_MEMORY_BUDGET`.
     chunk_size : int or None
-        Steps per chunk. None: all steps when ``keep_states``, else ``⌈√n_steps⌉``,
-        so that ``2 √n_steps`` states are held at a time.
+        Steps per checkpointed chunk; None: ``max(⌈√n_steps⌉, 64)``, fewer when a
+        chunk's buffers would exceed :data:`CHUNK_MEMORY`.
 
     Returns
     -------
@@ -349,10 +373,11 @@ def integrate_rank_one(S0, p, q, beta, plan, *, decay=True, keep_states=None, ch
     """
     if not decay:
         return _hebbian_sum(S0, p, q, beta, plan)
-    if keep_states is None:
-        keep_states = plan.n_steps * S0.numel() * S0.element_size() <= STATE_MEMORY_BUDGET
-    if chunk_size is None:  # one chunk when every state is kept anyway
-        chunk_size = plan.n_steps if keep_states else math.ceil(math.sqrt(plan.n_steps))
+    if chunk_size is None:
+        state_bytes = S0.numel() * S0.element_size()
+        chunk_size = min(
+            max(math.ceil(math.sqrt(plan.n_steps)), 64), CHUNK_MEMORY // (2 * state_bytes)
+        )
     P0 = S0.transpose(-1, -2)  # the recurrence runs on P = Sᵀ
-    P = _AffineRecurrence.apply(P0, p, q, beta, plan, max(int(chunk_size), 1), keep_states)
+    P = _AffineRecurrence.apply(P0, p, q, beta, plan, max(int(chunk_size), 1))
     return P.transpose(-1, -2)

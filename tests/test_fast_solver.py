@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchdiffeq import odeint
 
-from skfwp import ContinuousDeltaClassifier
+from skfwp import ContinuousDeltaClassifier, fast_solver
 from skfwp._validation import check_X
 from skfwp.fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
 from skfwp.nn.fwp import LEARNING_RULES, ContinuousFWP, learning_rule_update, rank_one_form
@@ -52,8 +52,14 @@ def _torchdiffeq_oracle(S0, p, q, beta, plan, ends, method, step_size, decay):
 @pytest.mark.parametrize("method", FAST_METHODS)
 @pytest.mark.parametrize("step_size", [1.0, 0.3, 2.0])
 @pytest.mark.parametrize("decay", [True, False])
-@pytest.mark.parametrize(("keep_states", "chunk_size"), [(None, None), (False, 2), (True, 3)])
-def test_rank_one_solver_matches_torchdiffeq(method, step_size, decay, keep_states, chunk_size):
+@pytest.mark.parametrize(
+    ("chunk_size", "recompute"), [(None, False), (1, True), (3, True), (3, False)]
+)
+def test_rank_one_solver_matches_torchdiffeq(
+    method, step_size, decay, chunk_size, recompute, monkeypatch
+):
+    if recompute:  # keep no state: the backward recomputes each chunk from its first
+        monkeypatch.setattr(fast_solver, "STATE_MEMORY", 0)
     # unequal ends, one at 0; step 0.3 and 2.0 read cases out between grid points
     ends = torch.tensor([4, 7, 0, 5])
     plan = StagePlan(ends, method, step_size, DTYPE)
@@ -64,9 +70,7 @@ def test_rank_one_solver_matches_torchdiffeq(method, step_size, decay, keep_stat
     beta = torch.rand(n_times, batch, heads, dtype=DTYPE, requires_grad=True)
     inputs = (S0, p, q, beta)
 
-    fast = integrate_rank_one(
-        *inputs, plan, decay=decay, keep_states=keep_states, chunk_size=chunk_size
-    )
+    fast = integrate_rank_one(*inputs, plan, decay=decay, chunk_size=chunk_size)
     oracle = _torchdiffeq_oracle(*inputs, plan, ends, method, step_size, decay)
     assert _relative_error(fast, oracle) < 1e-12
     weight = torch.randn_like(oracle)
@@ -79,7 +83,8 @@ def test_rank_one_solver_matches_torchdiffeq(method, step_size, decay, keep_stat
         assert _relative_error(g_fast, g_oracle) < 1e-12, name
 
 
-def test_rank_one_solver_gradcheck_with_recomputed_chunks():
+def test_rank_one_solver_gradcheck_with_recomputed_chunks(monkeypatch):
+    monkeypatch.setattr(fast_solver, "STATE_MEMORY", 0)
     ends = torch.tensor([3, 5])
     plan = StagePlan(ends, "rk4", 1.0, DTYPE)
     shape = (len(plan.times), 2, 1, 2)
@@ -89,9 +94,7 @@ def test_rank_one_solver_gradcheck_with_recomputed_chunks():
         torch.randn(shape, dtype=DTYPE, requires_grad=True),
         torch.rand(shape[:-1], dtype=DTYPE, requires_grad=True),
     )
-    assert torch.autograd.gradcheck(
-        lambda *x: integrate_rank_one(*x, plan, keep_states=False, chunk_size=2), inputs
-    )
+    assert torch.autograd.gradcheck(lambda *x: integrate_rank_one(*x, plan, chunk_size=2), inputs)
 
 
 @pytest.mark.parametrize("rule", LEARNING_RULES)
@@ -233,6 +236,6 @@ def test_rank_one_solver_on_cuda_matches_cpu():
         torch.randn(n_times, 4, 2, 3, dtype=DTYPE).softmax(-1),
         torch.rand(n_times, 4, 2, dtype=DTYPE),
     ]
-    cpu = integrate_rank_one(*inputs, plan_cpu, keep_states=False, chunk_size=3)
+    cpu = integrate_rank_one(*inputs, plan_cpu, chunk_size=3)
     cuda = integrate_rank_one(*[x.cuda() for x in inputs], plan_cuda, chunk_size=3)
     torch.testing.assert_close(cuda.cpu(), cpu)

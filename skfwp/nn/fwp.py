@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
 from ..solver import integrate
@@ -55,6 +56,11 @@ __all__ = [
 LEARNING_RULES = ("delta", "hebb", "oja")
 VARIANTS = ("cde", "ode", "recurrent")
 SOLVER_BACKENDS = ("auto", "fast", "generic")
+
+#: The fast solver runs the slow net on (stage times x batch) rows at once; above this
+#: many rows it runs it in checkpointed chunks of this size, so that long sequences
+#: hold ``k, v, beta`` but not every activation of the slow net.
+SLOW_NET_ROWS = 2**17
 
 
 def _outer(a, b):
@@ -287,11 +293,37 @@ class ContinuousFWP(nn.Module):
             return W0
         plan = StagePlan(path.ends, method, step_size, W0.dtype)
         u, x = self._drive(path, plan.times)  # (batch, n_times, K)
-        k, v, beta = self.keys_values_rates(u.transpose(0, 1), x.transpose(0, 1))
+        k, v, beta = self._keys_values_rates_at_stages(u, x)
         p, q, decay, transposed = rank_one_form(self.learning_rule, k, v)
         S0 = W0.transpose(-1, -2) if transposed else W0
         S = integrate_rank_one(S0, p, q, beta, plan, decay=decay)
         return S.transpose(-1, -2) if transposed else S
+
+    def _keys_values_rates_at_stages(self, u, x):
+        """:meth:`keys_values_rates` of (batch, n_times, K) inputs, time-major outputs.
+
+        Large inputs go through the slow net in checkpointed chunks of
+        :data:`SLOW_NET_ROWS` rows (recomputed in the backward).
+        """
+        u, x = u.transpose(0, 1).contiguous(), x.transpose(0, 1).contiguous()
+        n_times, batch = u.shape[:2]
+        if n_times * batch <= SLOW_NET_ROWS or not torch.is_grad_enabled():
+            return self.keys_values_rates(u, x)
+        size = max(SLOW_NET_ROWS // batch, 1)
+        chunks = [
+            list(
+                checkpoint(
+                    self.keys_values_rates, u[i : i + size], x[i : i + size], use_reentrant=False
+                )
+            )
+            for i in range(0, n_times, size)
+        ]
+        outputs = []
+        for j in range(3):  # k, v, beta
+            outputs.append(torch.cat([chunk[j] for chunk in chunks]))
+            for chunk in chunks:
+                chunk[j] = None  # free each part once it is concatenated
+        return outputs
 
 
 class _Field(nn.Module):
