@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from skfwp.benchmark import (
     RESULT_COLUMNS,
@@ -22,6 +23,15 @@ from skfwp.path import fill_gaps
 from skfwp.registry import all_classifiers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """MiniRocket's numba OpenMP layer changes the thread count torch shares with it;
+    put it back so that later tests do not run oversubscribed."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
