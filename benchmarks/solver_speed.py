@@ -9,13 +9,16 @@ Three approaches, all measured in this one process:
 - **generic**: the generic path, back-propagating through torchdiffeq's steps;
 - **fast**: :mod:`skfwp.fast_solver`.
 
-Time is the median over ``--repeats`` steps after one warm-up step. Memory is the
-peak resident set size of the process during one step (Linux: the ``VmHWM`` high-water
-mark, reset before the step) and its increase over the resident size before the step;
-on CUDA, ``torch.cuda.max_memory_allocated``. Rows that would take too long or too much
-memory are skipped or run once, and the table says so.
+Time is the median over up to ``--repeats`` steps after a warm-up step (fewer when
+a step is long: as many as fit in a minute; none, then the warm-up step's time, when
+it takes over a minute). Memory is the peak resident set size of the process during
+the warm-up step (Linux: the ``VmHWM`` high-water mark, reset before the step) and
+its increase over the resident size before it; on CUDA, ``max_memory_allocated``.
+Rows that would take too long or too much memory are skipped, and the table says so.
 
-Run ``python benchmarks/solver_speed.py`` (``--quick`` for a smoke run of seconds).
+Run from the repository root, with this checkout importable::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/solver_speed.py [--quick]
 """
 
 from __future__ import annotations
@@ -104,8 +107,12 @@ def training_step(module, path, target, options):
     torch.nn.functional.cross_entropy(logits, target).backward()
 
 
-def measure(path, rule, hidden, approach, repeats, device):
-    """Median seconds per step, peak memory and its increase (MB)."""
+def measure(path, rule, hidden, approach, repeats, device, budget=60.0):
+    """Seconds per step, peak memory and its increase (MB), and the steps timed.
+
+    The first step is measured for memory; the median of up to ``repeats`` more steps,
+    as many as fit in ``budget`` seconds, for time (the first step's time if none fit).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         module = ContinuousFWP(path.n_channels, 5, hidden, n_heads=4, learning_rule=rule)
@@ -122,9 +129,9 @@ def measure(path, rule, hidden, approach, repeats, device):
 
     with PeakMemory(device) as memory:
         first = step()
-    if repeats <= 1:
-        return first, memory.peak, memory.increase
-    return statistics.median(step() for _ in range(repeats)), memory.peak, memory.increase
+    n = min(repeats, int(budget // first))
+    seconds = statistics.median(step() for _ in range(n)) if n else first
+    return seconds, memory.peak, memory.increase, n
 
 
 # -- tables ---------------------------------------------------------------------------
@@ -134,11 +141,15 @@ def _fmt(seconds):
     return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.1f}"
 
 
-def training_step_table(configs, rules, hidden, repeats, device, once, skip):
+def _timed(n):
+    return f"median of {n} after a warm-up" if n else "one step, no warm-up"
+
+
+def training_step_table(configs, rules, hidden, repeats, device, skip):
     """Table 1: every approach per (batch, length) and rule, ratios to the reference."""
     lines = [
-        "| B | T | rule | approach | s / step | peak RSS (MB) | Δ RSS (MB) | speed-up vs reference "
-        "| note |",
+        "| B | T | rule | approach | s / step | peak RSS (MB) | Δ RSS (MB) | speed-up vs "
+        "reference | timing |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for batch, length in configs:
@@ -146,50 +157,43 @@ def training_step_table(configs, rules, hidden, repeats, device, once, skip):
         for rule in rules:
             results = {}
             for approach in APPROACHES:
-                if (batch, length, approach) in skip:
-                    results[approach] = None
+                if (batch, length, rule, approach) in skip:
+                    results[approach] = skip[(batch, length, rule, approach)]
                     continue
-                n = 1 if (batch, length, approach) in once else repeats
-                results[approach] = (*measure(path, rule, hidden, approach, n, device), n)
+                results[approach] = measure(path, rule, hidden, approach, repeats, device)
                 print(f"  measured B={batch} T={length} {rule} {approach}", flush=True)
             ref = results["reference"]
             for approach, result in results.items():
-                if result is None:
-                    note = skip[(batch, length, approach)]
-                    lines.append(
-                        f"| {batch} | {length} | {rule} | {approach} | – | – | – | – | {note} |"
-                    )
+                row = f"| {batch} | {length} | {rule} | {approach} |"
+                if isinstance(result, str):  # skipped, with the reason
+                    lines.append(f"{row} – | – | – | – | {result} |")
                     continue
                 seconds, peak, increase, n = result
-                ratio = f"{ref[0] / seconds:.1f}x" if ref is not None else "–"
-                note = "one step, no warm-up" if n == 1 else f"median of {n}"
+                ratio = "–" if isinstance(ref, str) else f"{ref[0] / seconds:.1f}x"
                 lines.append(
-                    f"| {batch} | {length} | {rule} | {approach} | {_fmt(seconds)} | {peak:.0f} "
-                    f"| {increase:.0f} | {ratio} | {note} |"
+                    f"{row} {_fmt(seconds)} | {peak:.0f} | {increase:.0f} | {ratio} | {_timed(n)} |"
                 )
     return "\n".join(lines)
 
 
-def scaling_table(batch, lengths, hiddens, base_length, base_hidden, repeats, device, skip):
+def scaling_table(batch, configs, repeats, device, skip):
     """Table 2: delta rule, fast vs generic back-propagation as T and H grow."""
     lines = [
-        "| B | T | H | generic s / step | fast s / step | generic / fast | fast peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|",
+        "| B | T | H | generic s / step | fast s / step | generic / fast | generic peak RSS "
+        "(MB) | fast peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    configs = [(length, base_hidden) for length in lengths]
-    configs += [(base_length, h) for h in hiddens if h != base_hidden]
     for length, hidden in configs:
         path = make_path(batch, length, device)
-        fast, _, fast_peak = measure(path, "delta", hidden, "fast", repeats, device)[:3]
+        fast, fast_peak, _, _ = measure(path, "delta", hidden, "fast", repeats, device)
         if (length, hidden) in skip:
-            generic, ratio = skip[(length, hidden)], "–"
+            generic, ratio, generic_peak = skip[(length, hidden)], "–", "–"
         else:
-            n = repeats if length * hidden <= 1000 * 64 else 1
-            seconds = measure(path, "delta", hidden, "generic", n, device)[0]
-            generic, ratio = _fmt(seconds), f"{seconds / fast:.1f}x"
+            seconds, peak, _, _ = measure(path, "delta", hidden, "generic", repeats, device)
+            generic, ratio, generic_peak = _fmt(seconds), f"{seconds / fast:.1f}x", f"{peak:.0f}"
         lines.append(
             f"| {batch} | {length} | {hidden} | {generic} | {_fmt(fast)} | {ratio} "
-            f"| {fast_peak:.0f} |"
+            f"| {generic_peak} | {fast_peak:.0f} |"
         )
         print(f"  measured scaling T={length} H={hidden}", flush=True)
     return "\n".join(lines)
@@ -214,51 +218,44 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per row (at most)")
     parser.add_argument(
         "--long-reference",
-        choices=("once", "skip"),
-        default="once",
-        help="the reference approach at T=18000: one step, or skip it",
+        choices=("delta", "all", "skip"),
+        default="delta",
+        help="rules whose reference row runs (once) at T=18000",
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    rules = LEARNING_RULES
     if args.quick:
-        configs, hidden, repeats = [(4, 20), (2, 60)], 16, 2
-        once, skip = set(), {(2, 60, "generic"): "skipped (--quick)"}
-        lengths, hiddens, base_length, base_hidden = (20, 40), (16, 32), 20, 16
-        scaling_skip = {}
+        hidden, batch, repeats = 8, 2, 2
+        configs = [(4, 12), (2, 30)]
+        skip = {(2, 30, rule, "generic"): "skipped (--quick)" for rule in rules}
+        scaling = [(12, 8), (24, 8), (12, 16)]
+        scaling_skip = {(24, 8): "skipped (--quick)"}
     else:
-        configs, hidden, repeats = [(64, 100), (16, 1000), (16, 18000)], 64, args.repeats
-        once = {(16, 18000, "reference")}
+        hidden, batch, repeats = 64, 16, args.repeats
+        configs = [(64, 100), (16, 1000), (16, 18000)]
         skip = {
-            (16, 18000, "generic"): "skipped: back-propagating through 72,000 stages "
-            "would hold every stage's activations (tens of GB)"
+            (16, 18000, rule, "generic"): "skipped: back-propagating through 72,000 solver "
+            "stages holds every stage's activations (tens of GB; 1.3 GB at T=1000)"
+            for rule in rules
         }
-        if args.long_reference == "skip":
-            skip[(16, 18000, "reference")] = "skipped (--long-reference skip)"
-        lengths, hiddens, base_length, base_hidden = (
-            (100, 1000, 10000),
-            (32, 64, 128, 256),
-            1000,
-            64,
-        )
-        scaling_skip = {(10000, 64): "skipped (memory: every stage's activations)"}
+        long_reference = {"delta": ("delta",), "all": rules, "skip": ()}[args.long_reference]
+        for rule in rules:
+            if rule not in long_reference:
+                skip[(16, 18000, rule, "reference")] = (
+                    "skipped for time (about 15 min a step; see the delta row)"
+                )
+        scaling = [(100, 64), (1000, 64), (10000, 64), (1000, 32), (1000, 128), (1000, 256)]
+        scaling_skip = {(10000, 64): "skipped (memory: about 13 GB, from 1.3 GB at T=1000)"}
 
-    print(f"# Solver speed, {machine()}\n", flush=True)
-    table = training_step_table(configs, LEARNING_RULES, hidden, repeats, device, once, skip)
+    print(f"# Solver speed\n\n{machine()}\n", flush=True)
+    table = training_step_table(configs, rules, hidden, repeats, device, skip)
     print(f"\n## One training step, H={hidden}, 4 heads\n\n{table}\n", flush=True)
-    table = scaling_table(
-        16 if not args.quick else 2,
-        lengths,
-        hiddens,
-        base_length,
-        base_hidden,
-        repeats,
-        device,
-        scaling_skip,
-    )
-    print(f"\n## Scaling, delta rule, 4 heads\n\n{table}\n")
+    table = scaling_table(batch, scaling, repeats, device, scaling_skip)
+    print(f"\n## Scaling, delta rule, B={batch}, 4 heads\n\n{table}\n")
     print(f"Finished: {machine()}")
 
 
