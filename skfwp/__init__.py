@@ -3,6 +3,7 @@
 from .delta import ContinuousDeltaClassifier
 from .gated import GatedNODEClassifier
 from .ncde import NeuralCDEClassifier
+from .ncode import NCodeClassifier
 from .persistence import load
 from .preprocessing import ChannelStandardScaler
 
@@ -12,6 +13,7 @@ __all__ = [
     "ChannelStandardScaler",
     "ContinuousDeltaClassifier",
     "GatedNODEClassifier",
+    "NCodeClassifier",
     "NeuralCDEClassifier",
     "__version__",
     "load",

@@ -30,7 +30,7 @@ from ._validation import check_sample_weight, check_X, check_y
 from .path import INTERPOLATIONS, InputPath
 from .solver import METHODS
 
-__all__ = ["COMMON_PARAMS_DOC", "BaseSequenceClassifier"]
+__all__ = ["COMMON_PARAMS_DOC", "FITTED_ATTRIBUTES_DOC", "BaseSequenceClassifier"]
 
 #: Shared parameters and their defaults, in the order ``__init__`` lists them after a
 #: model's own parameters. Names follow ``sklearn.neural_network.MLPClassifier``.
@@ -60,6 +60,7 @@ COMMON_PARAMS = {
     "callbacks": None,
     "max_time": None,
     "n_threads": None,
+    "max_grad_norm": None,
 }
 
 COMMON_PARAMS_DOC = """\
@@ -85,7 +86,7 @@ hidden_size : int, default={hidden_size}
         Back-propagate with the adjoint method (less memory, slower).
     max_iter : int, default={max_iter}
         Maximum number of epochs.
-    batch_size : int, default=32
+    batch_size : int, default={batch_size}
         Cases per mini-batch, in training and prediction.
     learning_rate_init : float, default={learning_rate_init}
         Adam's initial learning rate; halved when the monitored score plateaus.
@@ -122,7 +123,39 @@ hidden_size : int, default={hidden_size}
     n_threads : int or None, default=None
         torch CPU threads during ``fit`` and ``predict`` (restored afterwards). None
         leaves torch's setting alone (joblib workers already limit it to their share
-        of the cores)."""
+        of the cores).
+    max_grad_norm : float or None, default={max_grad_norm}
+        Clip the gradient's global norm to this value before each optimiser step
+        (input-driven trajectories, like recurrent nets, have occasional exploding
+        gradients); None: no clipping."""
+
+#: The fitted attributes every skfwp classifier has, for the ``{fitted}`` slot of a
+#: classifier's docstring (after its own ``module_``).
+FITTED_ATTRIBUTES_DOC = """\
+classes_ : ndarray of shape (n_classes,)
+        Class labels seen in ``fit``.
+    n_features_in_ : int
+        Number of input channels seen in ``fit``.
+    input_path_ : skfwp.path.InputPath
+        The fitted input path (time and count scales).
+    device_ : torch.device
+        Where the module lives.
+    history_ : list of dict
+        One dict per epoch: ``epoch``, ``loss``, ``learning_rate``, ``seconds`` and,
+        with early stopping, ``val_loss`` and ``val_accuracy``.
+    loss_curve_ : list of float
+        Training loss per epoch.
+    n_iter_ : int
+        Epochs run.
+    best_epoch_ : int
+        Epoch of the best monitored score (whose weights are kept with early stopping).
+    stop_reason_ : str or None
+        What ended training early ("a callback", "max_time=...s", "KeyboardInterrupt"),
+        or None.
+    validation_scores_ : list of float
+        Validation accuracy per epoch (only with ``early_stopping``).
+    best_validation_score_ : float
+        The best of them (only with ``early_stopping``)."""
 
 _COMMON_CONSTRAINTS = {
     "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -150,6 +183,7 @@ _COMMON_CONSTRAINTS = {
     "callbacks": [list, tuple, None],
     "max_time": [Interval(numbers.Real, 0, None, closed="neither"), None],
     "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "max_grad_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
 }
 
 
@@ -197,6 +231,8 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     _model_params: dict = {}
     _model_constraints: dict = {}
+    #: Parameters that hold the widths of hidden layers (tuples of positive integers).
+    _layer_params: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -227,8 +263,10 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         __init__.__doc__ = f"Store the parameters of :class:`{cls.__name__}`."
         cls.__init__ = __init__
         if cls.__doc__ and "{common}" in cls.__doc__:
-            # the shared parameters' docs, with this class's defaults
-            cls.__doc__ = cls.__doc__.format(common=COMMON_PARAMS_DOC.format(**defaults))
+            # the shared parameters' and fitted attributes' docs, with this class's defaults
+            cls.__doc__ = cls.__doc__.format(
+                common=COMMON_PARAMS_DOC.format(**defaults), fitted=FITTED_ATTRIBUTES_DOC
+            )
 
     # -- hooks for subclasses ------------------------------------------------------
     def _build_module(self, n_path_channels, n_classes):
@@ -238,8 +276,17 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         """Cross-parameter checks beyond ``_parameter_constraints`` (override to add)."""
 
+    def _check_layer_widths(self):
+        for name in self._layer_params:
+            widths = getattr(self, name)
+            if not all(
+                isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1
+                for w in widths
+            ):
+                raise ValueError(f"{name} must be a tuple of positive integers, got {widths!r}.")
+
     def _before_step(self):
-        """Called between ``loss.backward()`` and the optimiser step (e.g. to clip)."""
+        """Called between ``loss.backward()`` and the optimiser step (after clipping)."""
 
     def _new_module(self, seed, n_path_channels, n_classes):
         """``_build_module`` with its initialisation seeded, global RNG state restored."""
@@ -314,6 +361,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         self
         """
         self._validate_params()
+        self._check_layer_widths()
         self._check_params()
         X, lengths = check_X(X)
         y = check_y(y, X.shape[0])
@@ -523,6 +571,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             grads = [p.grad for p in module.parameters() if p.grad is not None]
             if not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
                 raise _NonFiniteStep("non-finite gradient")
+            if self.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), self.max_grad_norm)
             self._before_step()
             optimizer.step()
             total += float(loss.detach()) * float(w.sum())

@@ -10,7 +10,13 @@ import os
 
 import numpy as np
 
-__all__ = ["SKTIME_DATASETS", "load_sktime_dataset", "make_flip_flop"]
+__all__ = [
+    "SKTIME_DATASETS",
+    "load_sktime_dataset",
+    "make_annuli",
+    "make_flip_flop",
+    "make_reflection",
+]
 
 #: Datasets that sktime ships with its package (no download), by name.
 SKTIME_DATASETS = ("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels")
@@ -140,3 +146,158 @@ def make_flip_flop(
     if noise:
         X += noise * rng.normal(size=X.shape)
     return X, np.array(["".join(bits) for bits in y])
+
+
+def _constant_paths(points, n_timepoints):
+    """Static points (n_cases, n_channels) as constant series, (n_cases, n_channels, n_times)."""
+    if n_timepoints < 2:
+        raise ValueError(f"n_timepoints must be at least 2, got {n_timepoints}.")
+    return np.repeat(points[:, :, None], n_timepoints, axis=2)
+
+
+def _balanced_labels(n_cases, rng):
+    """``n_cases`` labels, half "inner" and half "outer" (one more inner when odd), shuffled."""
+    if n_cases < 2:
+        raise ValueError(f"n_cases must be at least 2 (one per class), got {n_cases}.")
+    inner = np.arange(n_cases) < (n_cases + 1) // 2
+    rng.shuffle(inner)
+    return inner
+
+
+def make_annuli(
+    n_cases,
+    n_timepoints=10,
+    random_state=None,
+    *,
+    inner_radius=0.5,
+    outer_radii=(1.0, 1.5),
+    noise=0.0,
+):
+    """Concentric annuli: a disk inside a ring, a problem no flow of the plane solves.
+
+    Half the cases (``"inner"``) are drawn uniformly (by area) from the disk of radius
+    ``inner_radius``, the other half (``"outer"``) from the ring
+    ``outer_radii[0] <= |x| <= outer_radii[1]`` (Dupont, Doucet & Teh 2019, whose
+    radii these are; used by Chalvidal et al. 2021). A flow of the plane is a
+    homeomorphism, so it keeps the disk's image enclosed by the ring's: no line then
+    separates the classes, and a neural ODE with a two-dimensional state and a linear
+    readout cannot solve the task, while a data-dependent flow (N-CODE) can.
+
+    Each case is a static point, given as a constant path: ``n_timepoints`` equal
+    observations, so the ODE runs for ``n_timepoints - 1`` units of time.
+
+    Parameters
+    ----------
+    n_cases : int
+    n_timepoints : int, default=10
+    random_state : int, RandomState instance or None, default=None
+        Makes the output deterministic.
+    inner_radius : float, default=0.5
+    outer_radii : (float, float), default=(1.0, 1.5)
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to each point (once, before it is
+        repeated over time).
+
+    Returns
+    -------
+    X : ndarray of shape (n_cases, 2, n_timepoints)
+        Constant in time: ``X[i, :, t]`` is case ``i``'s point for every ``t``.
+    y : ndarray of shape (n_cases,)
+        ``"inner"`` or ``"outer"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.datasets import make_annuli
+    >>> X, y = make_annuli(200, n_timepoints=5, random_state=0)
+    >>> X.shape, np.unique(y).tolist()
+    ((200, 2, 5), ['inner', 'outer'])
+    >>> r = np.hypot(X[:, 0, 0], X[:, 1, 0])
+    >>> bool(r[y == "inner"].max() <= 0.5 <= 1.0 <= r[y == "outer"].min())
+    True
+    """
+    from sklearn.utils import check_random_state
+
+    lo, hi = outer_radii
+    if not 0 < inner_radius < lo < hi:
+        raise ValueError(
+            "the radii must satisfy 0 < inner_radius < outer_radii[0] < outer_radii[1]; "
+            f"got inner_radius={inner_radius}, outer_radii={outer_radii}."
+        )
+    rng = check_random_state(random_state)
+    inner = _balanced_labels(n_cases, rng)
+    # uniform by area: r² uniform between the squared radii
+    r_lo, r_hi = np.where(inner, 0.0, lo), np.where(inner, inner_radius, hi)
+    radius = np.sqrt(rng.uniform(r_lo**2, r_hi**2))
+    angle = rng.uniform(0, 2 * np.pi, n_cases)
+    points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    if noise:
+        points = points + noise * rng.normal(size=points.shape)
+    return _constant_paths(points, n_timepoints), np.where(inner, "inner", "outer")
+
+
+def make_reflection(
+    n_cases,
+    n_timepoints=10,
+    random_state=None,
+    *,
+    inner_width=0.3,
+    outer_range=(0.6, 1.0),
+    noise=0.0,
+):
+    """The one-dimensional counterpart of the annuli: a middle interval between two sides.
+
+    Half the cases (``"inner"``) are points ``x`` drawn uniformly from
+    ``|x| <= inner_width``, the other half (``"outer"``) from
+    ``outer_range[0] <= |x| <= outer_range[1]``, on both sides. A flow of the line is an
+    increasing map, so it can neither reflect ``x -> -x`` (Dupont et al. 2019's
+    ``g_1d``, the map that N-CODE realises in Chalvidal et al. 2021) nor put the middle
+    interval on one side of both outer ones: with a one-dimensional state
+    (``hidden_size=1``) and a threshold readout a neural ODE scores at most 0.75 on
+    this task; a data-dependent flow can solve it.
+
+    Parameters
+    ----------
+    n_cases : int
+    n_timepoints : int, default=10
+        Length of the constant path that carries each static point.
+    random_state : int, RandomState instance or None, default=None
+        Makes the output deterministic.
+    inner_width : float, default=0.3
+    outer_range : (float, float), default=(0.6, 1.0)
+    noise : float, default=0.0
+        Standard deviation of Gaussian noise added to each point.
+
+    Returns
+    -------
+    X : ndarray of shape (n_cases, 1, n_timepoints)
+        Constant in time.
+    y : ndarray of shape (n_cases,)
+        ``"inner"`` or ``"outer"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.datasets import make_reflection
+    >>> X, y = make_reflection(100, n_timepoints=4, random_state=0)
+    >>> X.shape
+    (100, 1, 4)
+    >>> x = X[:, 0, 0]
+    >>> bool((x[y == "outer"] > 0).any() and (x[y == "outer"] < 0).any())  # both sides
+    True
+    """
+    from sklearn.utils import check_random_state
+
+    lo, hi = outer_range
+    if not 0 < inner_width < lo < hi:
+        raise ValueError(
+            "the widths must satisfy 0 < inner_width < outer_range[0] < outer_range[1]; "
+            f"got inner_width={inner_width}, outer_range={outer_range}."
+        )
+    rng = check_random_state(random_state)
+    inner = _balanced_labels(n_cases, rng)
+    magnitude = np.where(inner, rng.uniform(0, inner_width, n_cases), rng.uniform(lo, hi, n_cases))
+    x = rng.choice([-1.0, 1.0], size=n_cases) * magnitude
+    if noise:
+        x = x + noise * rng.normal(size=n_cases)
+    return _constant_paths(x[:, None], n_timepoints), np.where(inner, "inner", "outer")

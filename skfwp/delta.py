@@ -60,23 +60,9 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels seen in ``fit``.
-    n_features_in_ : int
-        Number of input channels seen in ``fit``.
     module_ : ContinuousFWP
         The fitted torch module.
-    input_path_ : skfwp.path.InputPath
-        The fitted input path (time and count scales).
-    history_ : list of dict
-        One dict per epoch: ``epoch``, ``loss``, ``learning_rate``, ``seconds`` and,
-        with early stopping, ``val_loss`` and ``val_accuracy``.
-    loss_curve_ : list of float
-        Training loss per epoch.
-    n_iter_ : int
-        Epochs run.
-    best_epoch_ : int
-        Epoch of the best monitored score (whose weights are kept with early stopping).
+    {fitted}
 
     See Also
     --------

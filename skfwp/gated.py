@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 
-import torch
 from sklearn.utils._param_validation import Interval
 
 from .base import BaseSequenceClassifier
@@ -39,31 +38,13 @@ class GatedNODEClassifier(BaseSequenceClassifier):
         most about ``1/τ`` of the way to its target per observation).
     gated : bool, default=True
         Use the gate ``G``; False gives the plain neural ODE (nODE).
-    max_grad_norm : float or None, default=1.0
-        Clip the gradient's global norm to this value before each optimiser step, as
-        the paper's code does (long input-driven trajectories, like recurrent nets,
-        have occasional exploding gradients); None: no clipping.
     {common}
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels seen in ``fit``.
-    n_features_in_ : int
-        Number of input channels seen in ``fit``.
     module_ : GatedNODE
         The fitted torch module.
-    input_path_ : skfwp.path.InputPath
-        The fitted input path (time and count scales).
-    history_ : list of dict
-        One dict per epoch: ``epoch``, ``loss``, ``learning_rate``, ``seconds`` and,
-        with early stopping, ``val_loss`` and ``val_accuracy``.
-    loss_curve_ : list of float
-        Training loss per epoch.
-    n_iter_ : int
-        Epochs run.
-    best_epoch_ : int
-        Epoch of the best monitored score (whose weights are kept with early stopping).
+    {fitted}
 
     See Also
     --------
@@ -99,21 +80,8 @@ class GatedNODEClassifier(BaseSequenceClassifier):
         "flow_layers": [tuple, list],
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
         "gated": ["boolean"],
-        "max_grad_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
     }
-
-    def _check_params(self):
-        if not all(
-            isinstance(w, numbers.Integral) and not isinstance(w, bool) and w >= 1
-            for w in self.flow_layers
-        ):
-            raise ValueError(
-                f"flow_layers must be a tuple of positive integers, got {self.flow_layers!r}."
-            )
-
-    def _before_step(self):
-        if self.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.max_grad_norm)
+    _layer_params = ("flow_layers",)
 
     def _build_module(self, n_path_channels, n_classes):
         return GatedNODE(

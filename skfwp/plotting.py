@@ -4,6 +4,12 @@ Needs matplotlib (``pip install 'skfwp[plot]'``), imported only when a function 
 is called. Every function takes a fitted classifier or a fitted
 :class:`~sklearn.pipeline.Pipeline` ending in one, draws on ``ax`` (a new figure when
 None) and returns the Axes.
+
+- :func:`plot_history`: learning curves, for every classifier;
+- :func:`plot_trajectories`: the paths ``h(s)`` of cases through a two-dimensional
+  state (gated neural ODE, N-CODE), coloured by class;
+- :func:`plot_flow_field`: the gated neural ODE's field at a fixed input, its fixed
+  points and the trajectories.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_X
 from .nn.gated import GatedNODE
+from .nn.ncode import NCODE
 
-__all__ = ["FixedPoints", "plot_flow_field", "plot_history"]
+__all__ = ["FixedPoints", "plot_flow_field", "plot_history", "plot_trajectories"]
 
 
 class FixedPoints(NamedTuple):
@@ -52,6 +59,136 @@ def _axes(ax):
     if ax is None:
         _, ax = _pyplot().subplots()
     return ax
+
+
+def _planar_model(clf, module_types, caller):
+    """The final step, its preprocessing and a float64 CPU copy of its 2-D state model."""
+    est, transform = _final_step(clf)
+    check_is_fitted(est, "module_")
+    if not isinstance(est.module_, module_types):
+        names = " or ".join(
+            {GatedNODE: "GatedNODEClassifier", NCODE: "NCodeClassifier"}[t] for t in module_types
+        )
+        raise ValueError(f"{caller} draws the state of a {names}; got {type(est).__name__}.")
+    if est.hidden_size != 2:
+        raise ValueError(
+            f"{caller} needs a two-dimensional state (hidden_size=2); this classifier has "
+            f"hidden_size={est.hidden_size}."
+        )
+    return est, transform, copy.deepcopy(est.module_).cpu().double().eval()
+
+
+def _state_trajectories(est, model, transform, X, y):
+    """Each case's ``h(s)`` from ``s = 0`` to its own ``T_i``, and the labels to colour by."""
+    Xt = X if transform is None else transform(X)
+    arr, lengths = check_X(Xt, n_channels=est.n_features_in_)
+    path = est.input_path_.transform(arr, lengths, dtype=torch.float64).batch(range(len(arr)))
+    options = {**est._solver_options(), "adjoint": False}
+    options.pop("solver_backend", None)
+    with torch.no_grad():
+        traj = model.trajectory(path, **options).numpy()  # (n_cases, n_knots, 2)
+    trajectories = [traj[i, : int(end) + 1] for i, end in enumerate(path.ends)]
+    labels = est.predict(Xt) if y is None else np.asarray(y)
+    if len(labels) != len(trajectories):
+        raise ValueError(f"y has {len(labels)} labels for {len(trajectories)} cases of X.")
+    return trajectories, labels
+
+
+def _extent(trajectories, margin=0.15):
+    """``(x_min, x_max, y_min, y_max)`` of the trajectories, widened by ``margin``."""
+    pts = np.concatenate(trajectories)
+    lo, hi = pts.min(0), pts.max(0)
+    pad = margin * np.maximum(hi - lo, 1e-3)
+    return (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+
+
+def _draw_trajectories(ax, trajectories, labels):
+    """One line per case from ``h(0)`` (small dot) to ``h(T_i)`` (large dot), by class."""
+    if not trajectories:
+        return
+    plt = _pyplot()
+    classes = list(dict.fromkeys(labels.tolist()))
+    for label_index, label in enumerate(classes):
+        color = plt.get_cmap("tab10")(label_index % 10)
+        for traj, lab in zip(trajectories, labels.tolist(), strict=True):
+            if lab != label:
+                continue
+            ax.plot(traj[:, 0], traj[:, 1], color=color, linewidth=0.8, alpha=0.7)
+            ax.plot(*traj[0], "o", color=color, markersize=2)
+            ax.plot(*traj[-1], "o", color=color, markersize=5, markeredgecolor="k")
+        ax.plot([], [], color=color, label=str(label))  # one legend entry per class
+
+
+def plot_trajectories(clf, X, y=None, ax=None, *, decision=True, grid=200):
+    """Draw the paths of cases through the two-dimensional state of a fitted classifier.
+
+    For a :class:`~skfwp.GatedNODEClassifier` or :class:`~skfwp.NCodeClassifier` with
+    ``hidden_size=2``: each case of ``X`` is one line ``h(s)`` (N-CODE: ``z(s)``),
+    from ``s = 0`` (small dot) to its own final time ``T_i`` (large dot), coloured by
+    class; with ``decision``, the background shows the class that the linear readout
+    gives each point of the plane, so a reader sees where the flow had to carry each
+    class. The N-CODE's flow differs from case to case (its parameters ``θ(s)`` are
+    a state of their own), so its trajectories may cross, which the trajectories of
+    one autonomous flow of the plane never do.
+
+    Parameters
+    ----------
+    clf : fitted GatedNODEClassifier or NCodeClassifier with hidden_size=2, or a
+        Pipeline ending in one
+    X : array-like
+        Cases to draw (raw input, as for ``clf.predict``).
+    y : array-like of shape (n_cases,), default=None
+        Their labels, for the colours; None colours by predicted class.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+    decision : bool, default=True
+        Shade the readout's decision regions.
+    grid : int, default=200
+        Grid points per axis of the shading.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    trajectories : list of ndarray of shape (T_i + 1, 2)
+        The states drawn, one array per case, at every knot ``s = 0, 1, ..., T_i``.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from skfwp import NCodeClassifier
+    >>> from skfwp.datasets import make_annuli
+    >>> from skfwp.plotting import plot_trajectories
+    >>> X, y = make_annuli(20, n_timepoints=3, random_state=0)
+    >>> clf = NCodeClassifier(hidden_size=2, input_drive=False, max_iter=2,
+    ...                       random_state=0).fit(X, y)
+    >>> ax, paths = plot_trajectories(clf, X[:5], y[:5])
+    >>> len(paths), paths[0].shape
+    (5, (3, 2))
+    """
+    est, transform, model = _planar_model(clf, (GatedNODE, NCODE), "plot_trajectories")
+    trajectories, labels = _state_trajectories(est, model, transform, X, y)
+    ax = _axes(ax)
+    x0, x1, y0, y1 = _extent(trajectories)
+    if decision:
+        g1, g2 = np.linspace(x0, x1, grid), np.linspace(y0, y1, grid)
+        H1, H2 = np.meshgrid(g1, g2)
+        states = torch.as_tensor(np.stack([H1.ravel(), H2.ravel()], axis=1))
+        with torch.no_grad():
+            region = model.classifier(states).argmax(1).numpy().reshape(H1.shape)
+        # colour each region as its class's trajectories are coloured
+        order = list(dict.fromkeys(labels.tolist()))
+        codes = np.array([order.index(c) if c in order else -1 for c in est.classes_.tolist()])
+        shade = np.where(codes[region] >= 0, codes[region] % 10, np.nan)
+        cmap = _pyplot().get_cmap("tab10")
+        ax.pcolormesh(H1, H2, shade, cmap=cmap, vmin=-0.5, vmax=9.5, alpha=0.15, shading="auto")
+    _draw_trajectories(ax, trajectories, labels)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("$h_1$")
+    ax.set_ylabel("$h_2$")
+    ax.legend(loc="best", fontsize="small")
+    return ax, trajectories
 
 
 def plot_history(clf, ax=None):
@@ -190,19 +327,7 @@ def plot_flow_field(
     >>> fixed.points.shape[1], bool((fixed.speed < 1e-5).all())
     (2, True)
     """
-    plt = _pyplot()
-    est, transform = _final_step(clf)
-    check_is_fitted(est, "module_")
-    module = est.module_
-    if not isinstance(module, GatedNODE):
-        raise ValueError(
-            f"plot_flow_field draws a GatedNODEClassifier's state; got {type(est).__name__}."
-        )
-    if est.hidden_size != 2:
-        raise ValueError(
-            f"plot_flow_field needs a two-dimensional state (hidden_size=2); this classifier "
-            f"has hidden_size={est.hidden_size}."
-        )
+    est, transform, model = _planar_model(clf, (GatedNODE,), "plot_flow_field")
     if arrows not in ("stream", "quiver"):
         raise ValueError(f"arrows must be 'stream' or 'quiver', got {arrows!r}.")
     n_path = est.input_path_.n_path_channels_
@@ -213,28 +338,14 @@ def plot_flow_field(
             "channels (time, [observation intensities], data channels); got shape "
             f"{x.shape}."
         )
-    model = copy.deepcopy(module).cpu().double().eval()
     x = torch.as_tensor(x, dtype=torch.float64)
 
     trajectories, labels = [], None
     if X is not None:
-        Xt = X if transform is None else transform(X)
-        arr, lengths = check_X(Xt, n_channels=est.n_features_in_)
-        path = est.input_path_.transform(arr, lengths, dtype=torch.float64).batch(range(len(arr)))
-        options = {**est._solver_options(), "adjoint": False}
-        with torch.no_grad():
-            traj = model.trajectory(path, **options).numpy()  # (n_cases, n_knots, 2)
-        trajectories = [traj[i, : int(end) + 1] for i, end in enumerate(path.ends)]
-        labels = est.predict(Xt) if y is None else np.asarray(y)
+        trajectories, labels = _state_trajectories(est, model, transform, X, y)
 
     if bounds is None:
-        if trajectories:
-            pts = np.concatenate(trajectories)
-            lo, hi = pts.min(0), pts.max(0)
-            pad = 0.15 * np.maximum(hi - lo, 1e-3)
-            bounds = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-        else:
-            bounds = (-3.0, 3.0, -3.0, 3.0)
+        bounds = _extent(trajectories) if trajectories else (-3.0, 3.0, -3.0, 3.0)
     x0, x1, y0, y1 = (float(b) for b in bounds)
 
     # speed and direction on the grid
@@ -260,18 +371,7 @@ def plot_flow_field(
     points, stable, fp_speed = model.fixed_points(x, seeds, tol=tol)
     fixed = FixedPoints(points.numpy(), stable.numpy(), fp_speed.numpy())
 
-    # trajectories, coloured by class
-    if trajectories:
-        classes = list(dict.fromkeys(labels.tolist()))
-        for label_index, label in enumerate(classes):
-            color = plt.get_cmap("tab10")(label_index % 10)
-            for traj, lab in zip(trajectories, labels.tolist(), strict=True):
-                if lab != label:
-                    continue
-                ax.plot(traj[:, 0], traj[:, 1], color=color, linewidth=0.8, alpha=0.7)
-                ax.plot(*traj[0], "o", color=color, markersize=2)
-                ax.plot(*traj[-1], "o", color=color, markersize=5, markeredgecolor="k")
-            ax.plot([], [], color=color, label=str(label))  # one legend entry per class
+    _draw_trajectories(ax, trajectories, labels)
 
     pts = fixed.points
     ax.scatter(

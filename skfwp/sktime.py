@@ -32,6 +32,8 @@ from .registry import all_classifiers
 
 __all__ = [
     "ContinuousDeltaClassifier",
+    "GatedNODEClassifier",
+    "NCodeClassifier",
     "NeuralCDEClassifier",
     "SkfwpClassifierAdapter",
     "adapter_for",
@@ -193,6 +195,23 @@ class NeuralCDEClassifier(SkfwpClassifierAdapter):
     _estimator_class = skfwp.NeuralCDEClassifier
     _test_params = tuple(
         {**p, "vector_field_width": 16} for p in SkfwpClassifierAdapter._test_params
+    )
+
+
+class GatedNODEClassifier(SkfwpClassifierAdapter):
+    """Gated neural ODE classifier for sktime."""
+
+    _estimator_class = skfwp.GatedNODEClassifier
+    _test_params = tuple({**p, "flow_layers": (8,)} for p in SkfwpClassifierAdapter._test_params)
+
+
+class NCodeClassifier(SkfwpClassifierAdapter):
+    """Neurally-controlled ODE (N-CODE) classifier for sktime."""
+
+    _estimator_class = skfwp.NCodeClassifier
+    _test_params = tuple(
+        {**p, "controller_layers": (8,), "control_rank": 2}
+        for p in SkfwpClassifierAdapter._test_params
     )
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-__all__ = ["FIXED_STEP_METHODS", "METHODS", "check_method", "integrate"]
+__all__ = ["FIXED_STEP_METHODS", "METHODS", "ModelField", "check_method", "integrate"]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "tsit5")
@@ -27,6 +27,20 @@ METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 def check_method(method):
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a known solver; choose one of {METHODS}.")
+
+
+class ModelField(nn.Module):
+    """A model's ``forward_field(s, z, path)`` as the field module :func:`integrate` takes.
+
+    Its parameters are the model's, which is what the adjoint method needs to see.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, s, z, path):
+        return self.model.forward_field(s, z, path)
 
 
 class _BoundField(nn.Module):

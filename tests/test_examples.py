@@ -50,6 +50,17 @@ def test_04_unequal_length_tiny():
     assert 0.0 <= accuracy <= 1.0
 
 
+def test_05_ncode_annuli_tiny(tmp_path):
+    output = tmp_path / "annuli.png"
+    results = load_example("05").main(n_train=16, n_test=16, max_iter=1, output=str(output))
+    assert set(results) == {"N-CODE, closed loop", "N-CODE, open loop", "plain nODE"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["fit_seconds"] > 0 for r in results.values())
+    from matplotlib.image import imread
+
+    height, width = imread(output).shape[:2]
+    assert width > 2 * height  # a real PNG, three panels side by side
+
+
 def test_09_save_and_load(tmp_path):
     path, same, size = load_example("09").main(max_iter=1, path=str(tmp_path / "m.skfwp"))
     assert same and size > 0 and Path(path).exists()

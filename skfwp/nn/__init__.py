@@ -3,9 +3,12 @@
 from .fwp import LEARNING_RULES, SOLVER_BACKENDS, VARIANTS, ContinuousFWP
 from .gated import GatedNODE, find_fixed_points
 from .ncde import CDEVectorField, NeuralCDE
+from .ncode import CONTROLS, NCODE
 
 __all__ = [
+    "CONTROLS",
     "LEARNING_RULES",
+    "NCODE",
     "SOLVER_BACKENDS",
     "VARIANTS",
     "CDEVectorField",

@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
-from ..solver import integrate
+from ..solver import ModelField, integrate
 from .layers import FeedForward
 
 __all__ = [
@@ -280,7 +280,7 @@ class ContinuousFWP(nn.Module):
         if fast:
             W_end = self.integrate_fast(W0, path, **solver_options)
         else:
-            W_end = integrate(_Field(self), W0, path, **solver_options)
+            W_end = integrate(ModelField(self), W0, path, **solver_options)
         return self.readout(W_end, path)
 
     def integrate_fast(self, W0, path, method="rk4", step_size=None, **unused):
@@ -324,14 +324,3 @@ class ContinuousFWP(nn.Module):
             for chunk in chunks:
                 chunk[j] = None  # free each part once it is concatenated
         return outputs
-
-
-class _Field(nn.Module):
-    """Adapter exposing ``ContinuousFWP.forward_field`` as ``field(s, z, path)``."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, s, W, path):
-        return self.model.forward_field(s, W, path)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..solver import integrate
+from ..solver import ModelField, integrate
 from .layers import mlp
 
 __all__ = ["GatedNODE", "find_fixed_points"]
@@ -92,11 +92,11 @@ class GatedNODE(nn.Module):
         Case ``i``'s trajectory is meaningful up to its own final knot ``path.ends[i]``.
         """
         return integrate(
-            _Field(self), self.initial_state(path), path, all_knots=True, **solver_options
+            ModelField(self), self.initial_state(path), path, all_knots=True, **solver_options
         )
 
     def forward(self, path, **solver_options):
-        h_end = integrate(_Field(self), self.initial_state(path), path, **solver_options)
+        h_end = integrate(ModelField(self), self.initial_state(path), path, **solver_options)
         return self.classifier(h_end)
 
     def fixed_points(self, x, seeds, **options):
@@ -127,17 +127,6 @@ class GatedNODE(nn.Module):
         stable = torch.linalg.eigvals(jac).real.lt(0).all(dim=-1)
         speed = field(points).detach().norm(dim=-1)
         return points, stable, speed
-
-
-class _Field(nn.Module):
-    """Adapter exposing ``GatedNODE.forward_field`` as ``field(s, z, path)``."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, s, h, path):
-        return self.model.forward_field(s, h, path)
 
 
 def _batch_jacobian(func, h):
