@@ -20,18 +20,19 @@ class NCodeClassifier(BaseSequenceClassifier):
 
         dz/ds = tanh(θ z + U X(s) + b) − z
         dθ/ds = A Bᵀ − λ ⊙ θ,     [A, B] = controller(·),  rank r
-        z(0)  = E X(0),   θ(0) = Θ + A₀ B₀ᵀ,  [A₀, B₀] = g(z(0))
+        z(0)  = E X(0) + e,   θ(0) = Θ + A₀ B₀ᵀ,  [A₀, B₀] = g(z(0))
 
     and the logits are a linear map of ``z(T_i)`` at each case's own final time.
-    Defaults differ from the other classifiers in ``batch_size=16`` (on BasicMotions'
-    40 training cases, 32 left 200 optimiser steps in 100 epochs and a test accuracy
-    of 0.925; 16 gave 0.975) and ``max_grad_norm=1.0``. The
+    Defaults differ from the other classifiers in ``batch_size=16`` (BasicMotions'
+    40 training cases then give 300 optimiser steps in 100 epochs, not 200) and
+    ``max_grad_norm=1.0``. The
     controller sees ``[z(s), θ(s) z(s), X(s)]`` (``control="closed"``) or only
     ``[z(0), t]`` (``"open"``); ``"static"`` keeps ``θ(s) = θ(0)``; ``"fixed"`` uses
     one learned ``Θ`` for every case, the plain neural ODE. A data-dependent flow lets
     a state as small as ``hidden_size=2`` separate what no single flow of the plane can
-    (concentric annuli, :func:`skfwp.datasets.make_annuli`). ``λ = softplus(ρ) > 0``
-    and ``|A Bᵀ| < 1`` keep ``θ`` bounded on any horizon. The sequence form is skfwp's
+    (concentric annuli, :func:`skfwp.datasets.make_annuli`). A learned decay
+    ``λ = sigmoid(ρ)`` in ``(0, 1)`` and entries of ``A Bᵀ`` below ``1/H`` keep each
+    ``|θ_ij|`` below ``max(|θ_ij(0)|, 1/(H λ_ij))`` on any horizon. The sequence form is skfwp's
     own design (the paper works on static inputs); see :mod:`skfwp.nn.ncode`.
 
     Parameters
@@ -42,7 +43,8 @@ class NCodeClassifier(BaseSequenceClassifier):
         (static), or nothing at all (fixed: a plain neural ODE).
     control_rank : int, default=4
         Rank ``r`` of the controller's update ``A Bᵀ`` and of ``θ(0) − Θ``; memory per
-        solver step grows as ``hidden_size x control_rank`` beyond ``θ`` itself.
+        solver step grows as ``hidden_size x control_rank`` beyond ``θ`` itself. Values
+        above ``hidden_size`` add no rank (``A Bᵀ`` is ``H x H``) but still work.
     controller_layers : tuple of int, default=(64,)
         Widths of the ReLU hidden layers of the controller and of ``g``.
     input_drive : bool, default=True

@@ -3,7 +3,7 @@
 Needs matplotlib (``pip install 'skfwp[plot]'``), imported only when a function here
 is called. Every function takes a fitted classifier or a fitted
 :class:`~sklearn.pipeline.Pipeline` ending in one, draws on ``ax`` (a new figure when
-None) and returns the Axes.
+None) and returns the Axes (with what it computed, where it computes something).
 
 - :func:`plot_history`: learning curves, for every classifier;
 - :func:`plot_trajectories`: the paths ``h(s)`` of cases through a two-dimensional
@@ -185,8 +185,9 @@ def plot_trajectories(clf, X, y=None, ax=None, *, decision=True, grid=200):
     _draw_trajectories(ax, trajectories, labels)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
-    ax.set_xlabel("$h_1$")
-    ax.set_ylabel("$h_2$")
+    name = "z" if isinstance(model, NCODE) else "h"
+    ax.set_xlabel(f"${name}_1$")
+    ax.set_ylabel(f"${name}_2$")
     ax.legend(loc="best", fontsize="small")
     return ax, trajectories
 

@@ -191,24 +191,29 @@ def test_adjoint_gradients_match_backpropagation(control):
 
 
 def test_long_horizon_stays_within_the_bounds():
-    """T = 1000 steps of random input, a controller pushed to saturation, slow decay."""
+    """T = 1000 steps of random input, a saturated controller, decays from 0.002 to ~1."""
     ip, path = _path(1001, [1000, 1000, 700], random_state=6)
-    model = _model(ip.n_path_channels_, "closed", hidden_size=4, rank=3)
+    H = 4
+    model = _model(ip.n_path_channels_, "closed", hidden_size=H, rank=3)
     with torch.no_grad():
         for p in model.controller.parameters():
             p.mul_(20.0)  # A and B saturate: |A Bᵀ|_ij reaches its bound 1/H
-        model.decay_logit.copy_(torch.linspace(-6, 0, 16).reshape(4, 4))  # λ from 0.0025
+        # λ per entry, from 0.0025 up to the cap (rk4 at step 1 must stay stable there)
+        model.decay_logit.copy_(torch.linspace(-6, 6, H * H).reshape(H, H))
     out = model.trajectory(path, parts=("z", "theta"), method="rk4")
     z, theta = out["z"], out["theta"]
     assert torch.isfinite(z).all() and torch.isfinite(theta).all()
-    H = 4
-    bound = torch.maximum(theta[:, :1].abs(), 1 / (H * model.decay))  # per entry
+    ceiling = 1 / (H * model.decay)
+    bound = torch.maximum(theta[:, :1].abs(), ceiling)  # per entry
     assert (theta.abs() <= bound * (1 + 1e-6)).all()
     z_bound = torch.clamp(z[:, :1].abs(), min=1.0)
     assert (z.abs() <= z_bound * (1 + 1e-6)).all()
-    # not vacuous: the slowest-decaying entries grew well past where they started
-    assert (theta.abs().amax(dim=(0, 1)) > 0.5 * theta[:, 0].abs().amax(0)).all()
-    assert theta.abs().max() > 10 * theta[:, 0].abs().max()
+    # not vacuous: some entry comes within 5 % of its ceiling, and the four slowest
+    # entries end far from where they started
+    peak = theta.abs().amax(dim=(0, 1))
+    assert (peak >= 0.95 * ceiling).any()
+    late = theta[:, 500:].abs().amax(dim=(0, 1)).flatten()[:4]
+    assert (late > 3 * theta[:, 0].abs().amax(0).flatten()[:4]).all()
 
 
 def _saved_elements(model, path, state):
@@ -226,7 +231,7 @@ def _saved_elements(model, path, state):
 
 
 def test_memory_per_step_grows_as_hidden_size_times_rank():
-    """Beyond θ itself, what one step keeps grows as H·r: linear in r, with a slope linear in H."""
+    """What one step keeps: H·r beyond θ-sized tensors (linear in r, slope linear in H)."""
     ip, path = _path(4, [3, 3], random_state=7)
 
     def count(H, rank):
@@ -237,6 +242,9 @@ def test_memory_per_step_grows_as_hidden_size_times_rank():
     slope = {H: (count(H, 4) - count(H, 2)) / 2 for H in (8, 16)}  # per unit of rank
     assert count(16, 8) - count(16, 4) == 4 * slope[16]  # linear in the rank
     assert slope[16] == 2 * slope[8] > 0  # and that slope linear in H (not H²)
+    # the rest grows no faster than θ itself (H²): doubling H at most quadruples it
+    base = {H: count(H, 2) for H in (4, 8, 16)}
+    assert base[16] / base[8] <= 4 and base[8] / base[4] <= 4
 
 
 # -- the estimator --------------------------------------------------------------------
@@ -333,26 +341,27 @@ def _accuracy(make, control, seed, **params):
 
 
 def test_ncode_separates_the_annuli_where_the_plain_node_cannot():
-    """Seed 0 (the slow test below runs three). Measured: closed 0.991, fixed 0.669."""
+    """Seed 0 (the slow test below runs three). Measured: closed 1.000, open 0.991,
+    fixed 0.669."""
     closed, fixed = _accuracy(make_annuli, "closed", 0), _accuracy(make_annuli, "fixed", 0)
-    assert closed >= 0.95
-    assert fixed <= 0.85
-    assert closed - fixed >= 0.15
+    assert closed >= 0.95 and _accuracy(make_annuli, "open", 0) >= 0.95
+    assert fixed <= 0.9
+    assert closed - fixed >= 0.1
 
 
 @pytest.mark.slow
 def test_ncode_annuli_claim_over_seeds():
     """The paper's claim on seeds 0-2: closed and open loop >= 0.95, fixed clearly below.
 
-    Measured on seeds 0-2: closed 0.985-0.997, open 0.987-1.000, fixed 0.669-0.773
-    (mean 0.709); docs/models/ncode.md has six seeds of every mode.
+    Measured on seeds 0-5 (docs/models/ncode.md): closed 0.987-1.000, open
+    0.979-0.995, fixed 0.669-0.887; on seeds 0-2 the mean gap closed - fixed is 0.29.
     """
     results = {
         control: [_accuracy(make_annuli, control, seed) for seed in range(3)]
         for control in ("closed", "open", "fixed")
     }
     assert min(results["closed"]) >= 0.95 and min(results["open"]) >= 0.95
-    assert max(results["fixed"]) <= 0.85
+    assert max(results["fixed"]) <= 0.9
     assert np.mean(results["closed"]) - np.mean(results["fixed"]) >= 0.2
 
 
