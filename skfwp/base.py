@@ -227,7 +227,43 @@ def _torch_threads(n_threads):
 
 
 class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
-    """Base class of skfwp classifiers (not for direct use); see the module docstring."""
+    """Base class of skfwp classifiers (not for direct use); see the module docstring.
+
+    Parameters
+    ----------
+    **params
+        The subclass's ``_model_params`` and the shared parameters
+        (:data:`COMMON_PARAMS`), keyword only.
+
+    Examples
+    --------
+    A new model is a torch module and a small subclass; everything else (input
+    formats, validation, the training loop, persistence) comes from the shell:
+
+    >>> import numpy as np, torch
+    >>> from torch import nn
+    >>> from skfwp.base import BaseSequenceClassifier
+    >>> from skfwp.solver import ModelField, integrate
+    >>> class Leaky(nn.Module):  # dh/ds = tanh(U X(s)) − h, h(0) = 0, logits W h(T_i)
+    ...     def __init__(self, n_channels, n_classes, hidden_size):
+    ...         super().__init__()
+    ...         self.drive = nn.Linear(n_channels, hidden_size)
+    ...         self.readout = nn.Linear(hidden_size, n_classes)
+    ...     def forward_field(self, s, h, path):
+    ...         return torch.tanh(self.drive(path.evaluate(s))) - h
+    ...     def forward(self, path, **solver_options):
+    ...         h0 = path.coeffs.new_zeros(path.batch_size, self.readout.in_features)
+    ...         return self.readout(integrate(ModelField(self), h0, path, **solver_options))
+    >>> class LeakyClassifier(BaseSequenceClassifier):
+    ...     _model_params = {"hidden_size": 4}
+    ...     def _build_module(self, n_path_channels, n_classes):
+    ...         return Leaky(n_path_channels, n_classes, self.hidden_size)
+    >>> X = np.random.default_rng(0).normal(size=(12, 2, 8))
+    >>> y = np.where(X[:, 0].mean(axis=1) > 0, "up", "down")
+    >>> clf = LeakyClassifier(max_iter=3, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape, clf.n_iter_, "hidden_size" in clf.get_params()
+    ((2, 2), 3, True)
+    """
 
     _model_params: dict = {}
     _model_constraints: dict = {}

@@ -93,6 +93,16 @@ class Contender:
         Same result for every seed: fitted once, not once per seed.
     description : str
         How it is built, for the notes of the table.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from skfwp.benchmark import Contender
+    >>> majority = Contender("majority", lambda seed: DummyClassifier(), takes_nan=True,
+    ...                      takes_unequal=False, deterministic=True,
+    ...                      description="the most frequent class")
+    >>> majority.build(0).fit([[0.0], [1.0], [1.0]], [0, 1, 1]).predict([[5.0]])
+    array([1])
     """
 
     name: str
@@ -297,6 +307,14 @@ def run_benchmark(
     -------
     pandas.DataFrame
         Columns :data:`RESULT_COLUMNS`.
+
+    Examples
+    --------
+    >>> from skfwp.benchmark import run_benchmark
+    >>> results = run_benchmark(["ItalyPowerDemand"], ["GatedNODEClassifier"], seeds=1,
+    ...                         max_iter=1, log=lambda line: None)
+    >>> results[["dataset", "classifier", "seed", "n_train", "n_test"]].values.tolist()
+    [['ItalyPowerDemand', 'GatedNODEClassifier', 0, 67, 1029]]
     """
     import pandas as pd
     import torch
@@ -459,7 +477,19 @@ def _parser():
 
 
 def main(argv=None):
-    """Run the benchmark from the command line; returns the exit status (0)."""
+    """Run the benchmark from the command line; returns the exit status (0).
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The command line's arguments (None: ``sys.argv[1:]``); ``--help`` lists them.
+
+    Examples
+    --------
+    From a shell: ``python -m skfwp.benchmark --quick --out results/``, or
+    ``skfwp-benchmark --datasets GunPoint --seeds 3 --missing 0.5``; the tests call
+    ``main(["--quick", "--max-iter", "2", "--out", tmp_dir])``.
+    """
     args = _parser().parse_args(argv)
     defaults = (
         QUICK

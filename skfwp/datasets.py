@@ -37,6 +37,16 @@ def load_sktime_dataset(name, split="train"):
         ndarray of shape (n_channels, n_timepoints_i) when lengths differ
     y : ndarray of shape (n_cases,)
         String labels.
+
+    Examples
+    --------
+    >>> from skfwp.datasets import load_sktime_dataset
+    >>> X, y = load_sktime_dataset("BasicMotions", "train")
+    >>> X.shape, sorted(set(y.tolist()))
+    ((40, 6, 100), ['badminton', 'running', 'standing', 'walking'])
+    >>> X, y = load_sktime_dataset("JapaneseVowels", "test")  # unequal lengths: a list
+    >>> len(X), X[0].shape[0], min(c.shape[1] for c in X), max(c.shape[1] for c in X)
+    (370, 12, 7, 29)
     """
     try:
         from sktime.datasets import load_from_tsfile

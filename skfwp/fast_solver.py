@@ -97,6 +97,20 @@ def fixed_grid(t_end, step_size, dtype, device=None):
 
     The same tensor operations as torchdiffeq's ``_grid_constructor_from_step_size``,
     in the same dtype, so that the grids agree bit for bit.
+
+    Parameters
+    ----------
+    t_end : float
+    step_size : float
+    dtype : torch.dtype
+    device : torch.device, optional
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfwp.fast_solver import fixed_grid
+    >>> fixed_grid(1.0, 0.4, torch.float64)
+    tensor([0.0000, 0.4000, 0.8000, 1.0000], dtype=torch.float64)
     """
     t = torch.tensor([0.0, t_end], dtype=dtype, device=device)
     n_points = torch.ceil((t[-1] - t[0]) / step_size + 1).item()
@@ -134,6 +148,19 @@ class StagePlan:
         The same, sparse: ``n -> (cases, weights)`` for each state ``n`` read out.
     tableau : tuple
         ``(c, a, b)`` from :data:`TABLEAUS`.
+
+    Examples
+    --------
+    Two rk4 steps of 1 (stages at ``s_n + {0, 1/3, 2/3, 1}``); the case ending at knot
+    1 is read at state 1:
+
+    >>> import torch
+    >>> from skfwp.fast_solver import StagePlan
+    >>> plan = StagePlan(torch.tensor([2, 1]), "rk4", None, torch.float64)
+    >>> plan.n_steps, [round(t, 3) for t in plan.times.tolist()]
+    (2, [0.0, 1.0, 2.0, 0.333, 1.333, 0.667, 1.667])
+    >>> plan.readout.tolist()
+    [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     """
 
     def __init__(self, ends, method, step_size, dtype):

@@ -56,6 +56,15 @@ def fill_gaps(x, lengths=None):
     Returns
     -------
     ndarray of the same shape, without NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import fill_gaps
+    >>> fill_gaps(np.array([np.nan, 1.0, np.nan, 3.0, np.nan]))
+    array([1., 1., 2., 3., 3.])
+    >>> fill_gaps(np.array([[1.0, 2.0, 5.0]]), lengths=[2])  # past the length: padding
+    array([[1., 2., 2.]])
     """
     n = x.shape[-1]
     idx = np.arange(n)
@@ -87,6 +96,20 @@ class PathData:
     ends : LongTensor of shape (n_cases,)
         Each case's final knot index ``T_i``.
     interpolation : str
+
+    Attributes
+    ----------
+    coeffs, ends, interpolation
+        As given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import InputPath
+    >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 4, 5])
+    >>> data = InputPath().fit(X, lengths).transform(X, lengths)
+    >>> len(data), data.batch([1, 2]).ends.tolist()  # a batch keeps each case's T_i
+    (3, [3, 4])
     """
 
     def __init__(self, coeffs, ends, interpolation):
@@ -115,6 +138,27 @@ class ControlPath:
     by the fast solver). ``evaluate_at_ends()`` / ``derivative_at_ends()`` give each
     case's value at its own ``T_i``, shape ``(batch, K)``; at a knot, the derivative
     is the one-sided (causal) derivative of the piece on its left, as in torchcde.
+
+    Parameters
+    ----------
+    coeffs : Tensor
+        torchcde coefficients of the batch (see :class:`PathData`).
+    ends : LongTensor of shape (batch,)
+        Each case's final knot ``T_i``.
+    interpolation : {"hermite", "linear", "rectilinear"}
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skfwp.path import InputPath
+    >>> X = np.array([[[0.0, 1.0, 4.0]], [[2.0, 2.0, np.nan]]])  # case 1 ends at knot 1
+    >>> lengths = np.array([3, 2])
+    >>> path = InputPath(interpolation="linear").fit(X, lengths).transform(
+    ...     X, lengths, dtype=torch.float64).batch([0, 1])
+    >>> path.evaluate(torch.tensor(1.5, dtype=torch.float64))[:, 1]  # data channel
+    tensor([2.5000, 2.0000], dtype=torch.float64)
+    >>> path.evaluate_at_ends()[:, 1], path.ends.tolist()
+    (tensor([4., 2.], dtype=torch.float64), [2, 1])
     """
 
     def __init__(self, coeffs, ends, interpolation):
@@ -184,6 +228,32 @@ class InputPath:
     observation_intensity : bool
         Add, per data channel, the cumulative count of observed values.
     interpolation : {"hermite", "linear", "rectilinear"}
+
+    Attributes
+    ----------
+    time_scale_ : float
+        The longest training case's duration (channel 0 is divided by it).
+    count_scale_ : float
+        The longest training case's length (the intensities are divided by it).
+    n_channels_in_ : int
+        Input channels seen in ``fit``.
+    n_path_channels_ : int
+        Channels ``K`` of the path: time, [intensities], data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import InputPath
+    >>> X = np.array([[[1.0, np.nan, 3.0, 4.0]], [[0.0, 1.0, np.nan, np.nan]]])
+    >>> lengths = np.array([4, 2])
+    >>> ip = InputPath(observation_intensity=True).fit(X, lengths)
+    >>> ip.n_path_channels_, ip.time_scale_  # time, count, data
+    (3, 3.0)
+    >>> ip.transform_values(X, lengths)[0].round(2)  # case 0 at its knots: (n_knots, K)
+    array([[0.  , 0.25, 1.  ],
+           [0.33, 0.25, 2.  ],
+           [0.67, 0.5 , 3.  ],
+           [1.  , 0.75, 4.  ]])
     """
 
     def __init__(self, time_channel=None, observation_intensity=False, interpolation="hermite"):

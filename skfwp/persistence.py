@@ -69,7 +69,33 @@ def _digest(meta, state):
 
 
 def save(estimator, path):
-    """Write a fitted skfwp classifier to ``path`` (see the module docstring)."""
+    """Write a fitted skfwp classifier to ``path`` (see the module docstring).
+
+    Parameters
+    ----------
+    estimator : fitted skfwp classifier
+        Its parameters must be plain data (numbers, strings, lists, tuples, dicts);
+        ``callbacks`` are dropped with a warning.
+    path : str or path-like
+
+    Raises
+    ------
+    TypeError
+        ``estimator`` is not a skfwp classifier, or holds what plain data cannot.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import skfwp
+    >>> X, y = np.random.default_rng(0).normal(size=(8, 1, 6)), np.arange(8) % 2
+    >>> clf = skfwp.GatedNODEClassifier(hidden_size=2, flow_layers=(4,), max_iter=1,
+    ...                                 random_state=0).fit(X, y)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
+    >>> clf.save(path)  # the same as skfwp.persistence.save(clf, path)
+    >>> np.array_equal(skfwp.load(path).predict_proba(X), clf.predict_proba(X))
+    True
+    """
     from . import __version__
     from .base import BaseSequenceClassifier
 
@@ -121,6 +147,24 @@ def load(path, device="cpu"):
     ValueError
         The file is truncated, not a skfwp model, from a newer format version, or its
         digest does not match its content (modified or corrupted).
+
+    Returns
+    -------
+    estimator : fitted skfwp classifier
+        The saved class, parameters, fitted attributes and weights.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import skfwp
+    >>> path = os.path.join(tempfile.mkdtemp(), "not-a-model.pt")
+    >>> _ = open(path, "wb").write(b"not a model")
+    >>> skfwp.load(path)
+    Traceback (most recent call last):
+    ...
+    ValueError: ... is not a readable skfwp model file (truncated or not a model): ...
+
+    :func:`save` shows a round trip.
     """
     from .base import _REGISTRY, _resolve_device
     from .path import InputPath

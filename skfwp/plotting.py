@@ -30,7 +30,16 @@ __all__ = ["FixedPoints", "plot_flow_field", "plot_history", "plot_trajectories"
 
 
 class FixedPoints(NamedTuple):
-    """Approximate fixed points of a flow field, as found by :func:`plot_flow_field`."""
+    """Approximate fixed points of a flow field, as found by :func:`plot_flow_field`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.plotting import FixedPoints
+    >>> fixed = FixedPoints(np.zeros((1, 2)), np.array([True]), np.array([1e-9]))
+    >>> fixed.points.shape, bool(fixed.stable[0])
+    ((1, 2), True)
+    """
 
     #: ndarray of shape (n_points, 2): the states ``h*`` where ``dh/ds ≈ 0``.
     points: np.ndarray

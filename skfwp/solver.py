@@ -25,6 +25,21 @@ METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
 
 
 def check_method(method):
+    """Raise a ValueError listing :data:`METHODS` unless ``method`` is one of them.
+
+    Parameters
+    ----------
+    method : str
+
+    Examples
+    --------
+    >>> from skfwp.solver import check_method
+    >>> check_method("rk4")
+    >>> check_method("rk9")
+    Traceback (most recent call last):
+    ...
+    ValueError: method='rk9' is not a known solver; choose one of ('euler', ...
+    """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not a known solver; choose one of {METHODS}.")
 
@@ -33,6 +48,26 @@ class ModelField(nn.Module):
     """A model's ``forward_field(s, z, path)`` as the field module :func:`integrate` takes.
 
     Its parameters are the model's, which is what the adjoint method needs to see.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Has a method ``forward_field(s, z, path)`` returning ``dz/ds``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from skfwp.solver import ModelField
+    >>> class Decay(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.rate = nn.Parameter(torch.tensor(2.0))
+    ...     def forward_field(self, s, z, path):
+    ...         return -self.rate * z
+    >>> field = ModelField(Decay())
+    >>> field(0.0, torch.ones(1, 3), None), len(list(field.parameters()))
+    (tensor([[-2., -2., -2.]], grad_fn=<MulBackward0>), 1)
     """
 
     def __init__(self, model):
@@ -91,6 +126,23 @@ def integrate(
     Tensor of shape (batch, *state_shape)
         ``z(T_i)`` for each case ``i``; with ``all_knots``, of shape
         ``(batch, n_knots, *state_shape)``, ``z(k)`` for each knot ``k``.
+
+    Examples
+    --------
+    ``dz/ds = −z`` from ``z(0) = 1``, for two cases ending at knots 4 and 2: each is
+    read at its own end, ``exp(−T_i)``.
+
+    >>> import numpy as np, torch
+    >>> from skfwp.path import InputPath
+    >>> from skfwp.solver import integrate
+    >>> X = np.zeros((2, 1, 5)); X[1, :, 3:] = np.nan
+    >>> lengths = np.array([5, 3])
+    >>> path = InputPath().fit(X, lengths).transform(
+    ...     X, lengths, dtype=torch.float64).batch([0, 1])
+    >>> decay = lambda s, z, path: -z
+    >>> z = integrate(decay, torch.ones(2, 1, dtype=torch.float64), path, step_size=0.1)
+    >>> np.allclose(z[:, 0].numpy(), np.exp(-np.array([4.0, 2.0])), rtol=1e-5)
+    True
     """
     check_method(method)
     batch, state_shape = z0.shape[0], z0.shape[1:]

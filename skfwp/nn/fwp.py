@@ -174,6 +174,20 @@ class ContinuousFWP(nn.Module):
     ``solver_backend``: ``"fast"`` (:mod:`skfwp.fast_solver`; a ValueError says why
     when the settings do not allow it), ``"generic"`` (:func:`skfwp.solver.integrate`)
     or ``"auto"`` (fast where it applies).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skfwp.path import InputPath
+    >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 6, 4])
+    >>> ip = InputPath().fit(X, lengths)
+    >>> path = ip.transform(X, lengths, dtype=torch.float64).batch([0, 1, 2])
+    >>> model = ContinuousFWP(ip.n_path_channels_, n_classes=2, hidden_size=8,
+    ...                       n_heads=2).double()
+    >>> fast = model(path, solver_backend="fast", method="rk4")
+    >>> generic = model(path, solver_backend="generic", method="rk4")
+    >>> fast.shape, bool(torch.allclose(fast, generic, rtol=1e-10, atol=1e-12))
+    (torch.Size([3, 2]), True)
     """
 
     def __init__(

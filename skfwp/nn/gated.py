@@ -56,6 +56,17 @@ class GatedNODE(nn.Module):
     -----
     ``forward(path, **solver_options)`` returns logits of shape ``(batch, n_classes)``;
     the solver's state is ``h`` of shape ``(batch, H)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import InputPath
+    >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 6, 4])
+    >>> ip = InputPath().fit(X, lengths)
+    >>> path = ip.transform(X, lengths).batch([0, 1, 2])
+    >>> model = GatedNODE(ip.n_path_channels_, n_classes=2, hidden_size=2, flow_layers=(8,))
+    >>> model(path, method="rk4").shape, model.trajectory(path, method="rk4").shape
+    (torch.Size([3, 2]), torch.Size([3, 6, 2]))
     """
 
     def __init__(
@@ -165,6 +176,14 @@ def find_fixed_points(func, seeds, n_steps=100, tol=1e-6, damping=1e-6, merge=1e
     -------
     Tensor of shape (m, H), m <= n
         The distinct zeros found, ordered by residual.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfwp.nn.gated import find_fixed_points
+    >>> seeds = torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
+    >>> find_fixed_points(lambda h: h**3 - h, seeds).flatten().sort().values
+    tensor([-1.,  0.,  1.], dtype=torch.float64)
     """
     h = seeds.detach().clone()
     eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
