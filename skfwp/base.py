@@ -30,7 +30,12 @@ from ._validation import check_sample_weight, check_X, check_y
 from .path import INTERPOLATIONS, InputPath
 from .solver import METHODS
 
-__all__ = ["COMMON_PARAMS_DOC", "FITTED_ATTRIBUTES_DOC", "BaseSequenceClassifier"]
+__all__ = [
+    "COMMON_PARAMS_DOC",
+    "FITTED_ATTRIBUTES_DOC",
+    "BaseSequenceClassifier",
+    "keyword_init",
+]
 
 #: Shared parameters and their defaults, in the order ``__init__`` lists them after a
 #: model's own parameters. Names follow ``sklearn.neural_network.MLPClassifier``.
@@ -226,6 +231,69 @@ def _torch_threads(n_threads):
         torch.set_num_threads(previous)
 
 
+def keyword_init(cls, defaults, doc, after=None):
+    """An ``__init__`` for ``cls`` that only stores the keyword arguments ``defaults`` names.
+
+    scikit-learn's ``get_params`` reads the parameters from the signature, so the
+    generated function carries one: keyword-only, in the order of ``defaults``. An
+    unknown keyword raises a TypeError naming it. ``after(self)``, when given, runs
+    once the parameters are stored (the sktime adapters call sktime's own
+    ``__init__`` there).
+
+    Parameters
+    ----------
+    cls : type
+    defaults : dict
+        Parameter name -> default, in signature order.
+    doc : str
+        The docstring of the generated ``__init__``.
+    after : callable, optional
+
+    Returns
+    -------
+    function
+
+    Examples
+    --------
+    >>> import inspect
+    >>> from skfwp.base import keyword_init
+    >>> class Point:
+    ...     pass
+    >>> Point.__init__ = keyword_init(Point, {"x": 0, "y": 1}, "Store x and y.")
+    >>> p = Point(y=5)
+    >>> (p.x, p.y), str(inspect.signature(Point))
+    ((0, 5), '(*, x=0, y=1)')
+    >>> Point(z=2)
+    Traceback (most recent call last):
+    ...
+    TypeError: Point.__init__() got unexpected keyword argument(s) ['z'].
+    """
+
+    def __init__(self, **params):
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.__init__() got unexpected keyword argument(s) "
+                f"{sorted(unknown)}."
+            )
+        for name, default in defaults.items():
+            setattr(self, name, params.get(name, default))
+        if after is not None:
+            after(self)
+
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in defaults.items()
+        ]
+    )
+    __init__.__qualname__ = f"{cls.__name__}.__init__"
+    __init__.__module__ = cls.__module__
+    __init__.__doc__ = doc
+    return __init__
+
+
 class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     """Base class of skfwp classifiers (not for direct use); see the module docstring.
 
@@ -276,28 +344,11 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         defaults = {**COMMON_PARAMS, **cls._model_params}
         names = list(cls._model_params) + [n for n in COMMON_PARAMS if n not in cls._model_params]
         cls._parameter_constraints = {**_COMMON_CONSTRAINTS, **cls._model_constraints}
-
-        def __init__(self, **params):
-            unknown = set(params) - set(names)
-            if unknown:
-                raise TypeError(
-                    f"{type(self).__name__}.__init__() got unexpected keyword argument(s) "
-                    f"{sorted(unknown)}."
-                )
-            for name in names:
-                setattr(self, name, params.get(name, defaults[name]))
-
-        __init__.__signature__ = inspect.Signature(
-            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-            + [
-                inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults[n])
-                for n in names
-            ]
+        cls.__init__ = keyword_init(
+            cls,
+            {name: defaults[name] for name in names},
+            f"Store the parameters of :class:`{cls.__name__}`.",
         )
-        __init__.__qualname__ = f"{cls.__name__}.__init__"
-        __init__.__module__ = cls.__module__
-        __init__.__doc__ = f"Store the parameters of :class:`{cls.__name__}`."
-        cls.__init__ = __init__
         if cls.__doc__ and "{common}" in cls.__doc__:
             # the shared parameters' and fitted attributes' docs, with this class's defaults
             cls.__doc__ = cls.__doc__.format(

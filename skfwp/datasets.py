@@ -158,11 +158,16 @@ def make_flip_flop(
     return X, np.array(["".join(bits) for bits in y])
 
 
-def _constant_paths(points, n_timepoints):
-    """Static points (n_cases, n_channels) as constant series, (n_cases, n_channels, n_times)."""
+def _static_problem(points, inner, n_timepoints, noise, rng):
+    """Noisy static points (n_cases, n_channels) as constant series, and their labels."""
     if n_timepoints < 2:
         raise ValueError(f"n_timepoints must be at least 2, got {n_timepoints}.")
-    return np.repeat(points[:, :, None], n_timepoints, axis=2)
+    if noise < 0:
+        raise ValueError(f"noise must be non-negative, got {noise}.")
+    if noise:
+        points = points + noise * rng.normal(size=points.shape)
+    X = np.repeat(points[:, :, None], n_timepoints, axis=2)  # (n_cases, n_channels, n_times)
+    return X, np.where(inner, "inner", "outer")
 
 
 def _balanced_labels(n_cases, rng):
@@ -176,7 +181,7 @@ def _balanced_labels(n_cases, rng):
 
 def make_annuli(
     n_cases,
-    n_timepoints=10,
+    n_timepoints=3,
     random_state=None,
     *,
     inner_radius=0.5,
@@ -194,12 +199,13 @@ def make_annuli(
     readout cannot solve the task, while a data-dependent flow (N-CODE) can.
 
     Each case is a static point, given as a constant path: ``n_timepoints`` equal
-    observations, so the ODE runs for ``n_timepoints - 1`` units of time.
+    observations, so the ODE runs for ``n_timepoints - 1`` units of time (2 by
+    default: the setting of N-CODE's measured claim, docs/models/ncode.md).
 
     Parameters
     ----------
     n_cases : int
-    n_timepoints : int, default=10
+    n_timepoints : int, default=3
     random_state : int, RandomState instance or None, default=None
         Makes the output deterministic.
     inner_radius : float, default=0.5
@@ -241,14 +247,12 @@ def make_annuli(
     radius = np.sqrt(rng.uniform(r_lo**2, r_hi**2))
     angle = rng.uniform(0, 2 * np.pi, n_cases)
     points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-    if noise:
-        points = points + noise * rng.normal(size=points.shape)
-    return _constant_paths(points, n_timepoints), np.where(inner, "inner", "outer")
+    return _static_problem(points, inner, n_timepoints, noise, rng)
 
 
 def make_reflection(
     n_cases,
-    n_timepoints=10,
+    n_timepoints=3,
     random_state=None,
     *,
     inner_width=0.3,
@@ -269,7 +273,7 @@ def make_reflection(
     Parameters
     ----------
     n_cases : int
-    n_timepoints : int, default=10
+    n_timepoints : int, default=3
         Length of the constant path that carries each static point.
     random_state : int, RandomState instance or None, default=None
         Makes the output deterministic.
@@ -308,6 +312,4 @@ def make_reflection(
     inner = _balanced_labels(n_cases, rng)
     magnitude = np.where(inner, rng.uniform(0, inner_width, n_cases), rng.uniform(lo, hi, n_cases))
     x = rng.choice([-1.0, 1.0], size=n_cases) * magnitude
-    if noise:
-        x = x + noise * rng.normal(size=n_cases)
-    return _constant_paths(x[:, None], n_timepoints), np.where(inner, "inner", "outer")
+    return _static_problem(x[:, None], inner, n_timepoints, noise, rng)

@@ -28,6 +28,7 @@ from sktime.classification.base import BaseClassifier
 
 import skfwp
 
+from .base import keyword_init
 from .registry import all_classifiers
 
 __all__ = [
@@ -126,28 +127,12 @@ class SkfwpClassifierAdapter(BaseClassifier):
         defaults = {
             param: p.default for param, p in inspect.signature(estimator_class).parameters.items()
         }
-
-        def __init__(self, **params):
-            unknown = set(params) - set(defaults)
-            if unknown:
-                raise TypeError(
-                    f"{type(self).__name__}.__init__() got unexpected keyword argument(s) "
-                    f"{sorted(unknown)}."
-                )
-            for param, default in defaults.items():
-                setattr(self, param, params.get(param, default))
-            BaseClassifier.__init__(self)
-
-        __init__.__signature__ = inspect.Signature(
-            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-            + [
-                inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, default=d)
-                for p, d in defaults.items()
-            ]
+        cls.__init__ = keyword_init(
+            cls,
+            defaults,
+            f"Store the parameters of :class:`skfwp.{name}`.",
+            after=BaseClassifier.__init__,
         )
-        __init__.__qualname__ = f"{cls.__name__}.__init__"
-        __init__.__doc__ = f"Store the parameters of :class:`skfwp.{name}`."
-        cls.__init__ = __init__
         summary = (cls.__doc__ or f"sktime adapter of skfwp.{name}.").rstrip()
         cls.__doc__ = summary + _DOC_TEMPLATE.format(name=name)
         _ADAPTERS[name] = cls

@@ -1,12 +1,10 @@
 """ContinuousDeltaClassifier's model: learning rules against closed forms and an oracle."""
 
-import numpy as np
 import pytest
 import torch
+from conftest import make_path
 
-from skfwp._validation import check_X
 from skfwp.nn.fwp import ContinuousFWP, learning_rule_update
-from skfwp.path import InputPath
 from skfwp.solver import integrate
 
 B, H, D, T = 2, 2, 3, 4.0
@@ -21,16 +19,6 @@ class ConstantRule(torch.nn.Module):
 
     def forward(self, s, W, path):
         return learning_rule_update(self.rule, W, self.k, self.v, self.beta)
-
-
-def _path(n_knots, ends, random_state=0, n_channels=2):
-    rng = np.random.default_rng(random_state)
-    X = rng.normal(size=(len(ends), n_channels, n_knots))
-    for i, e in enumerate(ends):
-        X[i, :, e + 1 :] = np.nan
-    arr, lengths = check_X(X)
-    ip = InputPath().fit(arr, lengths)
-    return ip, ip.transform(arr, lengths, dtype=torch.float64).batch(range(len(ends)))
 
 
 def _closed_form(rule, W0, k, v, beta, t):
@@ -54,7 +42,7 @@ def test_learning_rules_match_closed_forms(rule, method):
     v = torch.tanh(torch.randn(B, H, D, generator=g, dtype=torch.float64))
     beta = torch.sigmoid(torch.randn(B, H, generator=g, dtype=torch.float64))
     W0 = torch.randn(B, H, D, D, generator=g, dtype=torch.float64)
-    _, path = _path(int(T) + 1, [int(T), 2])
+    _, path = make_path(int(T) + 1, [int(T), 2])
     W_end = integrate(
         ConstantRule(rule, k, v, beta),
         W0,
@@ -75,7 +63,7 @@ def test_learning_rules_match_closed_forms(rule, method):
 @pytest.mark.parametrize("variant", ["cde", "ode", "recurrent"])
 def test_fixed_step_solution_matches_adaptive_oracle(rule, variant):
     """rk4 with a fine step against dopri5 at tight tolerance, on random input paths."""
-    ip, path = _path(9, [8, 5, 3], random_state=1)
+    ip, path = make_path(9, [8, 5, 3], random_state=1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = ContinuousFWP(
@@ -102,7 +90,7 @@ def test_post_tanh_delta_field():
 
 
 def test_initial_state_is_one_hebbian_step():
-    ip, path = _path(6, [5, 4])
+    ip, path = make_path(6, [5, 4])
     model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2).double()
     W0 = model.initial_state(path)
     k, v, beta = model.keys_values_rates(path.derivative(0.0), path.evaluate(0.0))
@@ -111,7 +99,7 @@ def test_initial_state_is_one_hebbian_step():
 
 def test_readout_uses_each_case_own_end():
     """Cases of different lengths are read at their own T_i, not at the batch's end."""
-    ip, path = _path(9, [8, 4], random_state=2)
+    ip, path = make_path(9, [8, 4], random_state=2)
     model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2).double()
     both = model(path, method="rk4")
     short_alone = model(

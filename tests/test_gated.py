@@ -3,22 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_path
 
 from skfwp import GatedNODEClassifier
-from skfwp._validation import check_X
 from skfwp.datasets import make_flip_flop
 from skfwp.nn.gated import GatedNODE, find_fixed_points
-from skfwp.path import InputPath
-
-
-def _path(n_knots, ends, random_state=0, n_channels=2):
-    rng = np.random.default_rng(random_state)
-    X = rng.normal(size=(len(ends), n_channels, n_knots))
-    for i, e in enumerate(ends):
-        X[i, :, e + 1 :] = np.nan
-    arr, lengths = check_X(X)
-    ip = InputPath().fit(arr, lengths)
-    return ip, ip.transform(arr, lengths, dtype=torch.float64).batch(range(len(ends)))
 
 
 def _model(n_channels, gated=True, hidden_size=3, flow_layers=(8,), tau=1.0, seed=0):
@@ -43,7 +32,7 @@ def _constant_flow(model, c, gate_bias=None):
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
 def test_constant_flow_matches_closed_form(gated, method):
     """F ≡ c, G = sigmoid(b_g): h(s) = c + (h0 − c) exp(−G s / τ) at every knot."""
-    ip, path = _path(7, [6, 3])
+    ip, path = make_path(7, [6, 3])
     tau = 2.5
     model = _model(ip.n_path_channels_, gated=gated, tau=tau)
     c = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
@@ -61,7 +50,7 @@ def test_constant_flow_matches_closed_form(gated, method):
 
 
 def test_initial_state_is_linear_in_first_observation():
-    ip, path = _path(5, [4, 2])
+    ip, path = make_path(5, [4, 2])
     model = _model(ip.n_path_channels_)
     x0 = path.evaluate(0.0)
     torch.testing.assert_close(
@@ -72,7 +61,7 @@ def test_initial_state_is_linear_in_first_observation():
 @pytest.mark.parametrize("gated", [True, False])
 def test_fixed_step_matches_adaptive_oracle(gated):
     """rk4 with a fine step against dopri5 at tight tolerance, on random input paths."""
-    ip, path = _path(6, [5, 3], random_state=1)
+    ip, path = make_path(6, [5, 3], random_state=1)
     model = _model(ip.n_path_channels_, gated=gated, flow_layers=(8, 8), tau=0.7)
     fine = model(path, method="rk4", step_size=0.05)
     # ReLU kinks cost rk4 its order locally (and dopri5 many small steps): 1e-5 is
@@ -85,7 +74,7 @@ def test_fixed_step_matches_adaptive_oracle(gated):
 
 def test_euler_at_step_tau_is_the_gru_like_update():
     """Euler with Δs = τ = 1 is the released code's update h ← (1 − G) h + G F."""
-    ip, path = _path(8, [7, 7], random_state=2)
+    ip, path = make_path(8, [7, 7], random_state=2)
     model = _model(ip.n_path_channels_, flow_layers=(8,), tau=1.0)
     traj = model.trajectory(path, method="euler", step_size=1.0)
     h = model.initial_state(path)
@@ -97,7 +86,7 @@ def test_euler_at_step_tau_is_the_gru_like_update():
 
 
 def test_trajectory_ends_where_forward_reads_out():
-    ip, path = _path(9, [8, 4, 6], random_state=3)
+    ip, path = make_path(9, [8, 4, 6], random_state=3)
     model = _model(ip.n_path_channels_)
     traj = model.trajectory(path, method="rk4")
     h_end = traj[torch.arange(3), path.ends]

@@ -1,25 +1,12 @@
 """NeuralCDEClassifier's model: torchcde as an independent oracle, dopri5, closed form."""
 
-import numpy as np
 import pytest
 import torch
 import torchcde
+from conftest import make_path
 
-from skfwp._validation import check_X
 from skfwp.nn.ncde import CDEVectorField, NeuralCDE, _ControlledField
-from skfwp.path import InputPath
 from skfwp.solver import integrate
-
-
-def _path(n_knots, ends, random_state=0, n_channels=2, interpolation="hermite"):
-    """A float64 ControlPath of random cases ending at their own knots ``ends``."""
-    rng = np.random.default_rng(random_state)
-    X = rng.normal(size=(len(ends), n_channels, n_knots))
-    for i, e in enumerate(ends):
-        X[i, :, e + 1 :] = np.nan
-    arr, lengths = check_X(X)
-    ip = InputPath(interpolation=interpolation).fit(arr, lengths)
-    return ip, ip.transform(arr, lengths, dtype=torch.float64).batch(range(len(ends)))
 
 
 def _model(n_channels, random_state=0, **kwargs):
@@ -60,7 +47,7 @@ def _cdeint_at_ends(model, path, **kwargs):
 )
 def test_solve_agrees_with_torchcde_cdeint(interpolation, solver):
     """Our f(z) · dX/ds through skfwp.solver.integrate is torchcde.cdeint's solve."""
-    ip, path = _path(7, [6, 4, 2], random_state=1, interpolation=interpolation)
+    ip, path = make_path(7, [6, 4, 2], random_state=1, interpolation=interpolation)
     model = _model(ip.n_path_channels_).double()
     options = {k: v for k, v in solver.items() if k == "step_size"}
     tolerances = {k: v for k, v in solver.items() if k in ("rtol", "atol")}
@@ -83,7 +70,7 @@ def test_solve_agrees_with_torchcde_cdeint(interpolation, solver):
 )
 def test_fixed_step_solution_matches_adaptive_oracle(layers, step_size, tol):
     """rk4 with a fine step against dopri5 at tight tolerance, on the whole model."""
-    ip, path = _path(6, [5, 3, 1], random_state=2)
+    ip, path = make_path(6, [5, 3, 1], random_state=2)
     model = _model(ip.n_path_channels_, vector_field_layers=layers).double()
     fine = model(path, method="rk4", step_size=step_size)
     oracle = model(path, method="dopri5", rtol=1e-10, atol=1e-10)
@@ -94,7 +81,7 @@ def test_fixed_step_solution_matches_adaptive_oracle(layers, step_size, tol):
 
 def test_constant_field_closed_form():
     """With f(z) = F constant, z(T_i) = z(0) + F (X(T_i) − X(0)), exactly, per case."""
-    ip, path = _path(8, [7, 4, 1], random_state=3)
+    ip, path = make_path(8, [7, 4, 1], random_state=3)
     model = _model(ip.n_path_channels_).double()
     last = model.vector_field.net[-2]  # the MLP's output Linear, before tanh
     with torch.no_grad():
@@ -114,7 +101,7 @@ def test_vector_field_shape_and_bound():
 
 
 def test_initial_state_is_linear_in_first_observation():
-    ip, path = _path(6, [5, 4])
+    ip, path = make_path(6, [5, 4])
     model = _model(ip.n_path_channels_).double()
     x0 = path.evaluate(0.0)
     torch.testing.assert_close(
@@ -124,7 +111,7 @@ def test_initial_state_is_linear_in_first_observation():
 
 def test_readout_uses_each_case_own_end():
     """Cases of different lengths are read at their own T_i, not at the batch's end."""
-    ip, path = _path(9, [8, 4], random_state=4)
+    ip, path = make_path(9, [8, 4], random_state=4)
     model = _model(ip.n_path_channels_).double()
     both = model(path, method="rk4")
     short_alone = model(

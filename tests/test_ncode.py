@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_path
 from torchdiffeq import odeint
 
 from skfwp import NCodeClassifier
@@ -10,17 +11,6 @@ from skfwp._validation import check_X
 from skfwp.datasets import make_annuli, make_reflection
 from skfwp.nn.ncode import CONTROLS, NCODE
 from skfwp.path import InputPath
-
-
-def _path(n_knots, ends, random_state=0, n_channels=2):
-    """A float64 ControlPath of random cases ending at their own knots ``ends``."""
-    rng = np.random.default_rng(random_state)
-    X = rng.normal(size=(len(ends), n_channels, n_knots))
-    for i, e in enumerate(ends):
-        X[i, :, e + 1 :] = np.nan
-    arr, lengths = check_X(X)
-    ip = InputPath().fit(arr, lengths)
-    return ip, ip.transform(arr, lengths, dtype=torch.float64).batch(range(len(ends)))
 
 
 def _model(n_channels, control="closed", hidden_size=3, rank=2, input_drive=True, seed=0):
@@ -46,7 +36,7 @@ TIGHT = dict(method="rk4", step_size=0.01)
 @pytest.mark.parametrize("control", ["closed", "open"])
 def test_constant_control_matches_closed_form(control):
     """Controller output constant, so dθ/ds = M − λ ⊙ θ: θ(s) = M/λ + (θ0 − M/λ) e^{−λ s}."""
-    ip, path = _path(7, [6, 4])
+    ip, path = make_path(7, [6, 4])
     model = _model(ip.n_path_channels_, control)
     H, r = 3, 2
     with torch.no_grad():
@@ -65,7 +55,7 @@ def test_constant_control_matches_closed_form(control):
 
 def test_zero_parameters_relax_to_tanh_of_the_bias():
     """θ ≡ 0, no drive: dz/ds = tanh(b) − z, so z(s) = tanh(b) + (z0 − tanh(b)) e^{−s}."""
-    ip, path = _path(6, [5, 5])
+    ip, path = make_path(6, [5, 5])
     model = _model(ip.n_path_channels_, "static", input_drive=False)
     b = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
     with torch.no_grad():
@@ -80,7 +70,7 @@ def test_zero_parameters_relax_to_tanh_of_the_bias():
 
 
 def test_initial_state_is_E_x0_and_g_of_z0():
-    ip, path = _path(5, [4, 2])
+    ip, path = make_path(5, [4, 2])
     model = _model(ip.n_path_channels_, "closed")
     parts = model.unpack(model.initial_state(path))
     x0 = path.evaluate(0.0)
@@ -133,7 +123,7 @@ def test_open_loop_plans_theta_blind_to_the_input_closed_loop_does_not():
 
 
 def test_static_keeps_theta0_and_fixed_shares_one_theta():
-    ip, path = _path(6, [5, 3], random_state=4)
+    ip, path = make_path(6, [5, 3], random_state=4)
     static = _model(ip.n_path_channels_, "static")
     theta = static.trajectory(path, parts=("theta",), method="rk4")["theta"]
     torch.testing.assert_close(theta, theta[:, :1].expand_as(theta), rtol=0, atol=0)
@@ -146,7 +136,7 @@ def test_static_keeps_theta0_and_fixed_shares_one_theta():
 
 def test_fixed_is_the_plain_neural_ode():
     """control="fixed" against the plain nODE written out here and solved by dopri5."""
-    ip, path = _path(7, [6, 6], random_state=5)
+    ip, path = make_path(7, [6, 6], random_state=5)
     model = _model(ip.n_path_channels_, "fixed")
 
     def node(s, z):
@@ -161,7 +151,7 @@ def test_fixed_is_the_plain_neural_ode():
 @pytest.mark.parametrize("control", CONTROLS)
 def test_fixed_step_matches_adaptive_oracle(control):
     """rk4 with a fine step against dopri5 at tight tolerance, unequal lengths in the batch."""
-    ip, path = _path(6, [5, 3, 4], random_state=1)
+    ip, path = make_path(6, [5, 3, 4], random_state=1)
     model = _model(ip.n_path_channels_, control)
     fine = model(path, **TIGHT)
     oracle = model(path, method="dopri5", rtol=1e-9, atol=1e-9)
@@ -173,7 +163,7 @@ def test_fixed_step_matches_adaptive_oracle(control):
 @pytest.mark.parametrize("control", ["closed", "open", "static"])
 def test_adjoint_gradients_match_backpropagation(control):
     """Every piece of θ's dynamics is in the solver state, so the adjoint sees it all."""
-    ip, path = _path(5, [4, 4], random_state=2)
+    ip, path = make_path(5, [4, 4], random_state=2)
     grads = {}
     for adjoint in (False, True):
         model = _model(ip.n_path_channels_, control)
@@ -192,7 +182,7 @@ def test_adjoint_gradients_match_backpropagation(control):
 
 def test_long_horizon_stays_within_the_bounds():
     """T = 1000 steps of random input, a saturated controller, decays from 0.002 to ~1."""
-    ip, path = _path(1001, [1000, 1000, 700], random_state=6)
+    ip, path = make_path(1001, [1000, 1000, 700], random_state=6)
     H = 4
     model = _model(ip.n_path_channels_, "closed", hidden_size=H, rank=3)
     with torch.no_grad():
@@ -232,7 +222,7 @@ def _saved_elements(model, path, state):
 
 def test_memory_per_step_grows_as_hidden_size_times_rank():
     """What one step keeps: H·r beyond θ-sized tensors (linear in r, slope linear in H)."""
-    ip, path = _path(4, [3, 3], random_state=7)
+    ip, path = make_path(4, [3, 3], random_state=7)
 
     def count(H, rank):
         model = _model(ip.n_path_channels_, "closed", hidden_size=H, rank=rank)
