@@ -6,7 +6,7 @@ inputs), with ``z`` in R^H and ``θ`` in R^{H x H}::
 
     dz/ds = tanh(θ z + U X(s) + b) − z            (U X(s) only with input_drive)
     dθ/ds = A Bᵀ − λ ⊙ θ                          control "open" / "closed"
-    z(0)  = E X(0) + e                            (e: a bias, which MODELS.md omits)
+    z(0)  = E X(0) + e                            (e: a bias, beyond the paper's E X(0))
     θ(0)  = g(z(0)) = Θ + A₀ B₀ᵀ                   learned base + rank-r data term
 
 The controller is an MLP ``C`` whose output is split into ``A, B`` in R^{H x r}
@@ -29,7 +29,7 @@ that the paper improves on. With ``input_drive=False`` the data enter only throu
 ``z(0)`` and ``θ(0)`` (the paper's pure form): ``U X(s)`` is dropped from the state's
 field and ``X(s)`` from the closed-loop controller's input.
 
-Design choices (MODELS.md leaves them open):
+Design choices (the paper, on static inputs, leaves them open):
 
 - **θ in the controller.** The closed loop reads ``θ`` through its action ``θ z`` on
   the current state (H numbers, not H² of a flattened matrix), so what a step keeps
@@ -42,7 +42,7 @@ Design choices (MODELS.md leaves them open):
   long the horizon. This holds for the exact flow, and for the fixed-step solvers at
   steps up to 1/λ_max: ``λ_max = 1`` (per observation) keeps ``λ h`` inside the
   stability region of euler (< 2) and rk4 (< 2.78) at the default step ``h = 1``.
-  MODELS.md's ``softplus(ρ)`` has no upper limit: a learned ``λ = 3`` made rk4 at step 1
+  A ``softplus(ρ)`` (the first design) has no upper limit: a learned ``λ = 3`` made rk4 at step 1
   grow ``θ`` from 0.56 to 5e9 within 59 steps.
   The ``1/H`` keeps the steady ``θ``'s norm independent of ``H``: with entries up to
   1 instead, the controller drove ``‖θ‖₂`` from 1.1 to 82 within 6 epochs on
