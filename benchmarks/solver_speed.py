@@ -225,6 +225,12 @@ def main(argv=None):
         default="delta",
         help="rules whose reference row runs (once) at T=18000",
     )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="BxT",
+        help="only these training-step rows, e.g. 64x100 (and no scaling table)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     rules = LEARNING_RULES
@@ -251,11 +257,15 @@ def main(argv=None):
         scaling = [(100, 64), (1000, 64), (10000, 64), (1000, 32), (1000, 128), (1000, 256)]
         scaling_skip = {(10000, 64): "skipped (memory: about 13 GB, from 1.3 GB at T=1000)"}
 
+    if args.configs:
+        configs = [tuple(int(v) for v in c.lower().split("x")) for c in args.configs]
+        scaling = []
     print(f"# Solver speed\n\n{machine()}\n", flush=True)
     table = training_step_table(configs, rules, hidden, repeats, device, skip)
     print(f"\n## One training step, H={hidden}, 4 heads\n\n{table}\n", flush=True)
-    table = scaling_table(batch, scaling, repeats, device, scaling_skip)
-    print(f"\n## Scaling, delta rule, B={batch}, 4 heads\n\n{table}\n")
+    if scaling:
+        table = scaling_table(batch, scaling, repeats, device, scaling_skip)
+        print(f"\n## Scaling, delta rule, B={batch}, 4 heads\n\n{table}\n")
     print(f"Finished: {machine()}")
 
 
