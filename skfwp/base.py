@@ -357,7 +357,11 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     # -- hooks for subclasses ------------------------------------------------------
     def _build_module(self, n_path_channels, n_classes):
-        """Return the torch module; ``module(path, **solver_options) -> logits``."""
+        """Return the torch module; ``module(path, **solver_options) -> logits``.
+
+        ``self.input_path_`` is fitted when this is called (in ``fit`` and in
+        :func:`skfwp.load`), so a module may take its scales (``horizon``) from it.
+        """
         raise NotImplementedError
 
     def _check_params(self):
@@ -476,13 +480,13 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         else:
             input_path = self.input_path_
         data = input_path.transform(X, lengths)
+        self.input_path_ = input_path  # before _build_module, which may read its scales
         if warm:
             module = self.module_
         else:
             module = self._new_module(seed, input_path.n_path_channels_, len(classes))
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
-        self.input_path_ = input_path
         self.device_ = device
         self.module_ = module.to(device)
         weights = sample_weight * self._class_weights(y_index, len(classes))

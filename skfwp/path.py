@@ -239,6 +239,11 @@ class InputPath:
         Input channels seen in ``fit``.
     n_path_channels_ : int
         Channels ``K`` of the path: time, [intensities], data.
+    increment_rms_ : list of float
+        Per path channel, the root mean square of the training path's increments
+        between consecutive observations (gaps filled; 1.0 for a channel that never
+        moves): the typical size of ``dX/ds``, by which a model may standardise the
+        derivative.
 
     Examples
     --------
@@ -308,8 +313,19 @@ class InputPath:
         self.time_scale_ = float(duration) if duration > 0 else 1.0
         self.count_scale_ = float(max(lengths.max(), 1))
         self.n_channels_in_ = X.shape[1]
-        self.n_path_channels_ = self.transform_values(X[:1], lengths[:1]).shape[2]
+        values = self.transform_values(X, lengths)
+        self.n_path_channels_ = values.shape[2]
+        self.increment_rms_ = self._increment_rms(values, lengths)
         return self
+
+    def _increment_rms(self, values, lengths):
+        """RMS per channel of the increments between consecutive observations."""
+        steps = np.diff(values, axis=1)  # (n_cases, n_knots - 1, K)
+        inside = np.arange(steps.shape[1]) < (lengths - 1)[:, None]
+        if not inside.any():
+            return [1.0] * values.shape[2]
+        rms = np.sqrt(np.mean(steps[inside] ** 2, axis=0))
+        return [float(r) if r > 0 else 1.0 for r in rms]
 
     def transform_values(self, X, lengths):
         """Gap-filled path values at the knots, ``(n_cases, n_knots, K)`` float64."""

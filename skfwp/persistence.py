@@ -23,7 +23,13 @@ FORMAT_VERSION = 1
 _FORMAT = "skfwp-model"
 _FITTED = ("n_features_in_", "n_iter_", "best_epoch_", "loss_curve_", "history_", "stop_reason_")
 _OPTIONAL_FITTED = ("validation_scores_", "best_validation_score_")
-_PATH_FITTED = ("time_scale_", "count_scale_", "n_channels_in_", "n_path_channels_")
+_PATH_FITTED = (
+    "time_scale_",
+    "count_scale_",
+    "n_channels_in_",
+    "n_path_channels_",
+    "increment_rms_",
+)
 
 
 def _encode(value, name):

@@ -212,6 +212,21 @@ def test_path_values_at_ends_equal_last_observation(interpolation):
         )
 
 
+def test_increment_rms_is_the_rms_of_steps_between_observations():
+    """Per path channel: gaps filled, steps past a case's length ignored, 1.0 if constant."""
+    X = np.array(
+        [
+            [[0.0, 1.0, 3.0], [5.0, 5.0, 5.0]],
+            [[2.0, 2.0, np.nan], [5.0, 5.0, np.nan]],  # length 2: one step
+            [[0.0, np.nan, 2.0], [5.0, np.nan, 5.0]],  # gaps filled: steps 1, 1 and 0, 0
+        ]
+    )
+    arr, lengths = check_X(X)
+    ip = InputPath().fit(arr, lengths)
+    # time: index / time_scale_ (2), every step 0.5; channel 0: steps 1, 2 | 0 | 1, 1
+    np.testing.assert_allclose(ip.increment_rms_, [0.5, np.sqrt(7 / 5), 1.0])
+
+
 def test_time_channel_becomes_channel_zero():
     X = rng.normal(size=(2, 2, 5))
     X[:, 0] = [[10, 11, 13, 16, 20], [0, 1, 2, 3, 4]]

@@ -21,6 +21,13 @@ input: ``a = LayerNorm(W_in u + R y + b_in)``. Design choice: the query ``q`` th
 from depending on itself.
 
 Initial state: one Hebbian step from the first observation, ``W(0) = beta v kᵀ``.
+
+The derivative (design choice): the slow net reads ``u = c ⊙ dX/ds``, ``s`` the
+path's index parameter, with a fixed per-channel scale ``c`` (``derivative_scale``).
+The classifier sets ``c`` to one over the RMS of each channel's increments in the
+training data, so that ``u`` is of unit size whatever the sampling density: a smooth
+series of a few hundred points has ``|dX/ds|`` far below ``|b_in|``, and with
+``c = 1`` (the reference code) its keys and rates barely depend on the data.
 Readout at each case's own final knot ``T_i``::
 
     q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q);  z = W_o y
@@ -166,6 +173,9 @@ class ContinuousFWP(nn.Module):
     post_tanh : bool
         Delta rule only: squash the prediction error instead of the value.
     variant : {"cde", "ode", "recurrent"}
+    derivative_scale : float or sequence of n_channels floats
+        ``c`` in ``u = c ⊙ dX/ds`` for the ``"cde"`` and ``"recurrent"`` variants
+        (module docstring); kept as a buffer.
 
     Notes
     -----
@@ -200,6 +210,7 @@ class ContinuousFWP(nn.Module):
         learning_rule="delta",
         post_tanh=False,
         variant="cde",
+        derivative_scale=1.0,
     ):
         super().__init__()
         if hidden_size % n_heads:
@@ -210,6 +221,13 @@ class ContinuousFWP(nn.Module):
             raise ValueError(f"variant={variant!r} is not one of {VARIANTS}.")
         if post_tanh and learning_rule != "delta":
             raise ValueError("post_tanh=True applies to learning_rule='delta' only.")
+        scale = torch.as_tensor(derivative_scale, dtype=torch.get_default_dtype())
+        if not (scale.dim() == 0 or scale.shape == (n_channels,)) or not bool((scale > 0).all()):
+            raise ValueError(
+                f"derivative_scale must be positive, one number or one per channel "
+                f"({n_channels}); got {derivative_scale!r}."
+            )
+        self.register_buffer("derivative_scale", scale.expand(n_channels).clone())
         self.n_heads, self.head_dim = n_heads, hidden_size // n_heads
         self.learning_rule, self.post_tanh, self.variant = learning_rule, post_tanh, variant
         self.in_proj = nn.Linear(n_channels, hidden_size)  # W_in, b_in
@@ -231,7 +249,7 @@ class ContinuousFWP(nn.Module):
     def _drive(self, path, s):
         """``u(s)`` (slow-net input) and ``X(s)`` (value input), each (batch, [S,] K)."""
         x = path.evaluate(s)
-        u = x if self.variant == "ode" else path.derivative(s)
+        u = x if self.variant == "ode" else self.derivative_scale * path.derivative(s)
         return u, x
 
     def query_weights(self, u):
@@ -275,7 +293,10 @@ class ContinuousFWP(nn.Module):
 
     def readout(self, W, path):
         """Logits from the fast weights at each case's final knot, ``W`` (batch, h, d, d)."""
-        u = path.derivative_at_ends() if self.variant != "ode" else path.evaluate_at_ends()
+        if self.variant == "ode":
+            u = path.evaluate_at_ends()
+        else:
+            u = self.derivative_scale * path.derivative_at_ends()
         y = _matvec(W, self.query_weights(u)).flatten(-2)  # (batch, H)
         z = self.out_proj(y)
         z = z + self.ff(z)
