@@ -360,7 +360,7 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         """Return the torch module; ``module(path, **solver_options) -> logits``.
 
         ``self.input_path_`` is fitted when this is called (in ``fit`` and in
-        :func:`skfwp.load`), so a module may take its scales (``horizon``) from it.
+        :func:`skfwp.load`), so a module may take its scales (``increment_rms_``) from it.
         """
         raise NotImplementedError
 

@@ -208,7 +208,14 @@ def load(path, device="cpu"):
     input_path = InputPath(
         estimator.time_channel, estimator.observation_intensity, estimator.interpolation
     )
-    for name, value in fitted.pop("input_path_").items():
+    path_fitted = fitted.pop("input_path_")
+    missing = [name for name in _PATH_FITTED if name not in path_fitted]
+    if missing:
+        raise ValueError(
+            f"{path} was written by skfwp {blob.get('skfwp_version')}, which did not save "
+            f"{missing}; refit the model with this version and save it again."
+        )
+    for name, value in path_fitted.items():
         setattr(input_path, name, value)
     for name, value in fitted.items():
         setattr(estimator, name, value)

@@ -1,5 +1,6 @@
 """Persistence, training safeguards, threads and scale-out, for every classifier."""
 
+import json
 import pickle
 import re
 import warnings
@@ -16,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 
 import skfwp
 from skfwp import ChannelStandardScaler
-from skfwp.persistence import FORMAT_VERSION
+from skfwp.persistence import FORMAT_VERSION, _digest
 
 
 @pytest.fixture(scope="module", params=SMALL, ids=ids())
@@ -83,6 +84,21 @@ def test_newer_format_is_refused(fitted, tmp_path):
     torch.save(blob, tmp_path / "newer.pt")
     with pytest.raises(ValueError, match="newer"):
         skfwp.load(tmp_path / "newer.pt")
+
+
+def test_file_missing_a_fitted_scale_is_refused(fitted, tmp_path):
+    """A file from a version that did not save ``increment_rms_`` (digest valid)."""
+    clf, _, _ = fitted
+    clf.save(tmp_path / "model.pt")
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    fitted_attrs = json.loads(blob["fitted"])
+    del fitted_attrs["input_path_"]["increment_rms_"]
+    blob["fitted"] = json.dumps(fitted_attrs)
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "sha256")}
+    blob["sha256"] = _digest(meta, blob["state_dict"])
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="increment_rms_"):
+        skfwp.load(tmp_path / "old.pt")
 
 
 def test_cuda_pickle_predicts_on_cpu_only_machine(fitted, monkeypatch):

@@ -28,6 +28,7 @@ The classifier sets ``c`` to one over the RMS of each channel's increments in th
 training data, so that ``u`` is of unit size whatever the sampling density: a smooth
 series of a few hundred points has ``|dX/ds|`` far below ``|b_in|``, and with
 ``c = 1`` (the reference code) its keys and rates barely depend on the data.
+
 Readout at each case's own final knot ``T_i``::
 
     q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q);  z = W_o y
