@@ -476,10 +476,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if not warm:
             input_path = InputPath(
                 self.time_channel, self.observation_intensity, self.interpolation
-            ).fit(X, lengths)
+            )
+            data = input_path.fit_transform(X, lengths)
         else:
             input_path = self.input_path_
-        data = input_path.transform(X, lengths)
+            data = input_path.transform(X, lengths)
         self.input_path_ = input_path  # before _build_module, which may read its scales
         if warm:
             module = self.module_

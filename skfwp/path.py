@@ -298,6 +298,15 @@ class InputPath:
 
     def fit(self, X, lengths):
         """Learn the channel count and the time / count scales from training data."""
+        self._fit(X, lengths)
+        return self
+
+    def fit_transform(self, X, lengths, dtype=torch.float32):
+        """:meth:`fit`, then :meth:`transform` of the same data, gap-filling it once."""
+        return self._path(self._fit(X, lengths), lengths, dtype)
+
+    def _fit(self, X, lengths):
+        """Learn the scales; returns the training data's :meth:`transform_values`."""
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation={self.interpolation!r} is not one of {INTERPOLATIONS}."
@@ -316,7 +325,7 @@ class InputPath:
         values = self.transform_values(X, lengths)
         self.n_path_channels_ = values.shape[2]
         self.increment_rms_ = self._increment_rms(values, lengths)
-        return self
+        return values
 
     def _increment_rms(self, values, lengths):
         """RMS per channel of the increments between consecutive observations."""
@@ -343,7 +352,11 @@ class InputPath:
 
     def transform(self, X, lengths, dtype=torch.float32):
         """Spline coefficients of every case, as :class:`PathData` (on the CPU)."""
-        x = torch.as_tensor(self.transform_values(X, lengths), dtype=dtype)
+        return self._path(self.transform_values(X, lengths), lengths, dtype)
+
+    def _path(self, values, lengths, dtype):
+        """:class:`PathData` from :meth:`transform_values`' output."""
+        x = torch.as_tensor(values, dtype=dtype)
         ends = torch.as_tensor(lengths - 1, dtype=torch.long)
         if self.interpolation == "hermite":
             coeffs = torchcde.hermite_cubic_coefficients_with_backward_differences(x)

@@ -227,6 +227,21 @@ def test_increment_rms_is_the_rms_of_steps_between_observations():
     np.testing.assert_allclose(ip.increment_rms_, [0.5, np.sqrt(7 / 5), 1.0])
 
 
+@pytest.mark.parametrize("interpolation", ["hermite", "rectilinear"])
+def test_fit_transform_equals_fit_then_transform(interpolation):
+    X = rng.normal(size=(3, 2, 6))
+    X[1, :, 4:] = np.nan
+    X[2, 0, 2] = np.nan
+    arr, lengths = check_X(X)
+    once = InputPath(interpolation=interpolation, observation_intensity=True)
+    data = once.fit_transform(arr, lengths)
+    twice = InputPath(interpolation=interpolation, observation_intensity=True).fit(arr, lengths)
+    expected = twice.transform(arr, lengths)
+    torch.testing.assert_close(data.coeffs, expected.coeffs, rtol=0, atol=0)
+    torch.testing.assert_close(data.ends, expected.ends)
+    assert once.increment_rms_ == twice.increment_rms_
+
+
 def test_time_channel_becomes_channel_zero():
     X = rng.normal(size=(2, 2, 5))
     X[:, 0] = [[10, 11, 13, 16, 20], [0, 1, 2, 3, 4]]
