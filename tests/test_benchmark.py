@@ -116,10 +116,53 @@ def test_prepare_imputes_and_pads_only_for_classifiers_that_need_it():
 def test_bad_names_list_the_choices():
     with pytest.raises(ValueError, match=r"Unknown classifier.*NeuralCDEClassifier"):
         run_benchmark(["GunPoint"], ["NoSuchClassifier"], seeds=1)
-    with pytest.raises(ValueError, match=r"Unknown dataset.*GunPoint"):
+    with pytest.raises(ValueError, match=r"'NoSuchData' was found in none of.*archive-dir"):
         run_benchmark(["NoSuchData"], ["1NN-DTW"], seeds=1)
     with pytest.raises(ValueError, match="missing"):
         run_benchmark(["GunPoint"], ["1NN-DTW"], seeds=1, missing=1.0)
+
+
+def _write_archive(folder):
+    """A UCR-layout TSV set (trailing NaN: a shorter case; inner NaN: a gap) and a UEA
+    ``.ts`` set in its own folder, as the archives' downloads lay them out."""
+    (folder / "Toy_TRAIN.tsv").write_text("1\t0.0\t1.0\t2.0\t3.0\n2\t5.0\tNaN\t4.0\tNaN\n")
+    (folder / "Toy_TEST.tsv").write_text("2\t1.0\t1.0\t1.0\t1.0\n")
+    (folder / "Duo").mkdir()
+    header = "@problemName Duo\n@timeStamps false\n@univariate false\n@dimensions 2\n"
+    header += "@equalLength true\n@seriesLength 3\n@classLabel true a b\n@data\n"
+    for split in ("TRAIN", "TEST"):
+        (folder / "Duo" / f"Duo_{split}.ts").write_text(header + "1,2,3:4,5,6:a\n3,2,1:6,5,4:b\n")
+
+
+def test_archive_dir_tsv_and_ts_layouts(tmp_path):
+    from skfwp.datasets import load_archive_dataset, load_dataset
+
+    _write_archive(tmp_path)
+    X, y = load_archive_dataset("Toy", "train", tmp_path)
+    assert isinstance(X, list) and y.tolist() == ["1", "2"]
+    np.testing.assert_array_equal(X[0], [[0.0, 1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(X[1], [[5.0, np.nan, 4.0]])  # gap kept, padding cut
+    X, y = load_archive_dataset("Duo", "test", tmp_path)
+    assert X.shape == (2, 2, 3) and y.tolist() == ["a", "b"]
+    np.testing.assert_array_equal(X[1], [[3, 2, 1], [6, 5, 4]])
+    # a local archive comes first; a name it lacks falls back to sktime's shipped data
+    (tmp_path / "GunPoint_TRAIN.tsv").write_text("7\t1.0\t2.0\n")
+    assert load_dataset("GunPoint", "train", tmp_path)[1].tolist() == ["7"]
+    assert load_dataset("GunPoint", "test", tmp_path)[0].shape == (150, 1, 150)
+    with pytest.raises(ValueError, match=r"No Nope_TRAIN\.tsv or Nope_TRAIN\.ts"):
+        load_archive_dataset("Nope", "train", tmp_path)
+
+
+def test_benchmark_reads_an_archive_dir(tmp_path):
+    _write_archive(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--archive-dir", str(tmp_path), "--datasets", "Toy", "Duo", "--seeds", "1"]
+    assert main([*argv, "--classifiers", "1NN-DTW", "--out", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert results["dataset"].tolist() == ["Toy", "Duo"]
+    assert results["n_train"].tolist() == [2, 2]
+    # Duo's test cases are its training cases: 1-NN is exact there
+    assert results["accuracy"].tolist()[1] == 1.0
 
 
 def test_python_dash_m_entry_point():
