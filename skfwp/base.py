@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import math
 import numbers
 import time
 import warnings
@@ -27,6 +28,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_sample_weight, check_X, check_y
+from .nn.ensemble import SeedEnsemble
 from .path import INTERPOLATIONS, InputPath
 from .solver import METHODS
 
@@ -68,7 +70,21 @@ COMMON_PARAMS = {
     "max_time": None,
     "n_threads": None,
     "max_grad_norm": None,
+    "label_smoothing": 0.0,
+    "observation_dropout": 0.0,
+    "n_estimators": 1,
 }
+
+#: ``logsig_window="auto"``: windows of ``ceil((n - 1) / AUTO_WINDOW_STEPS)`` observation
+#: steps for training cases of at most ``n`` observations, so that a path has at most this
+#: many windows; series that short are read at every observation.
+AUTO_WINDOW_STEPS = 64
+
+#: ``batch_size="auto"``: ``n_train / AUTO_BATCH_DIVISOR`` cases per mini-batch, clipped to
+#: ``AUTO_BATCH_RANGE``, so that a small training set gets several optimiser steps an
+#: epoch (the FCN / ResNet rule ``min(n_train / 10, 16 or 64)``, Wang et al. 2017).
+AUTO_BATCH_DIVISOR = 8
+AUTO_BATCH_RANGE = (8, 32)
 
 COMMON_PARAMS_DOC = """\
 hidden_size : int, default={hidden_size}
@@ -81,12 +97,14 @@ hidden_size : int, default={hidden_size}
         (informative missingness).
     interpolation : {{"hermite", "linear", "rectilinear"}}, default="hermite"
         How observations become a continuous path (see :mod:`skfwp.path`).
-    logsig_window : int or None, default={logsig_window}
+    logsig_window : int, "auto" or None, default={logsig_window}
         None: the path has a knot at every observation and the solver takes
         ``1 / step_size`` steps per observation. ``w``: the path is cut into windows of
         ``w`` observation steps, each summarised by its log-signature (Neural RDE,
         Morrill et al. 2021; computed once per case by pysiglib), and the solver steps
-        per window: ``w`` times fewer steps on long series.
+        per window: ``w`` times fewer steps on long series. "auto": ``w = ceil((n - 1)
+        / 64)`` for training cases of at most ``n`` observations (:data:`AUTO_WINDOW_STEPS`),
+        so at most 64 windows; the fitted ``input_path_.logsig_window`` holds it.
     logsig_depth : {{1, 2, 3}}, default={logsig_depth}
         Depth of the windows' log-signatures: 1 keeps the increments (the path at the
         window boundaries), 2 adds the Lévy areas of every pair of channels, 3 the
@@ -103,8 +121,10 @@ hidden_size : int, default={hidden_size}
         Back-propagate with the adjoint method (less memory, slower).
     max_iter : int, default={max_iter}
         Maximum number of epochs.
-    batch_size : int, default={batch_size}
-        Cases per mini-batch, in training and prediction.
+    batch_size : int or "auto", default={batch_size}
+        Cases per mini-batch, in training and prediction. "auto": ``ceil(n_train / 8)``
+        clipped to ``[8, 32]`` in training (:data:`AUTO_BATCH_DIVISOR`), 32 in
+        prediction.
     learning_rate_init : float, default={learning_rate_init}
         Adam's initial learning rate; halved when the monitored score plateaus.
     alpha : float, default=0.0
@@ -144,7 +164,20 @@ hidden_size : int, default={hidden_size}
     max_grad_norm : float or None, default={max_grad_norm}
         Clip the gradient's global norm to this value before each optimiser step
         (input-driven trajectories, like recurrent nets, have occasional exploding
-        gradients); None: no clipping."""
+        gradients); None: no clipping.
+    label_smoothing : float in [0, 1), default={label_smoothing}
+        Label smoothing of the cross-entropy (the target puts this much mass uniformly
+        on all classes).
+    observation_dropout : float in [0, 1), default={observation_dropout}
+        Augmentation: in every epoch, each training case's observations other than its
+        first and last are dropped (made NaN in every channel but ``time_channel``) with
+        this probability, and the path is rebuilt through the remaining ones at their
+        true times: a continuous-time model reads the same series sampled differently.
+    n_estimators : int, default={n_estimators}
+        Seed ensemble: this many copies of the model, each initialised from its own
+        seed, trained side by side on the same batches (the loss is their mean, so each
+        copy's Adam step is the one it would take alone) and averaged in probability at
+        prediction. ``module_`` is then a :class:`skfwp.nn.ensemble.SeedEnsemble`."""
 
 #: The fitted attributes every skfwp classifier has, for the ``{fitted}`` slot of a
 #: classifier's docstring (after its own ``module_``).
@@ -179,7 +212,11 @@ _COMMON_CONSTRAINTS = {
     "time_channel": [numbers.Integral, None],
     "observation_intensity": ["boolean"],
     "interpolation": [StrOptions(set(INTERPOLATIONS))],
-    "logsig_window": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    "logsig_window": [
+        Interval(numbers.Integral, 1, None, closed="left"),
+        StrOptions({"auto"}),
+        None,
+    ],
     "logsig_depth": [Interval(numbers.Integral, 1, 3, closed="both")],
     "method": [StrOptions(set(METHODS))],
     "step_size": [Interval(numbers.Real, 0, None, closed="neither"), None],
@@ -187,7 +224,7 @@ _COMMON_CONSTRAINTS = {
     "atol": [Interval(numbers.Real, 0, None, closed="neither")],
     "adjoint": ["boolean"],
     "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-    "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+    "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
     "alpha": [Interval(numbers.Real, 0, None, closed="left")],
     "early_stopping": ["boolean"],
@@ -203,6 +240,9 @@ _COMMON_CONSTRAINTS = {
     "max_time": [Interval(numbers.Real, 0, None, closed="neither"), None],
     "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
     "max_grad_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
+    "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
+    "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+    "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
 }
 
 
@@ -395,9 +435,12 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     def _new_module(self, seed, n_path_channels, n_classes):
         """``_build_module`` with its initialisation seeded, global RNG state restored."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self._build_module(n_path_channels, n_classes)
+        members = []
+        for i in range(self.n_estimators):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + i)
+                members.append(self._build_module(n_path_channels, n_classes))
+        return members[0] if len(members) == 1 else SeedEnsemble(members)
 
     # -- persistence ----------------------------------------------------------------
     def save(self, path):
@@ -492,7 +535,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 self.time_channel,
                 self.observation_intensity,
                 self.interpolation,
-                self.logsig_window,
+                self._window(lengths),
                 self.logsig_depth,
             )
             data = input_path.fit_transform(X, lengths)
@@ -511,13 +554,48 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         weights = sample_weight * self._class_weights(y_index, len(classes))
         try:
             with _torch_threads(self.n_threads):
-                self._train(data, y_index, weights, rng)
+                self._train(data, y_index, weights, rng, self._epoch_data(data, X, lengths))
         except Exception:
             if not warm:  # a failed fit leaves no half-fitted estimator behind
                 for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
                     delattr(self, name)
             raise
         return self
+
+    def _window(self, lengths):
+        """The log-signature window in observation steps (resolves "auto")."""
+        if self.logsig_window != "auto":
+            return self.logsig_window
+        w = math.ceil((int(lengths.max()) - 1) / AUTO_WINDOW_STEPS)
+        return w if w > 1 else None
+
+    def _epoch_data(self, data, X, lengths):
+        """``epoch_data(rng) -> PathData`` for one training epoch, a fresh draw of
+        ``observation_dropout`` (the caller's ``X`` is not modified); None without it."""
+        p = self.observation_dropout
+        if p == 0:
+            return None
+        n = X.shape[2]
+        inner = (np.arange(n) > 0) & (np.arange(n) < (lengths - 1)[:, None])  # (n_cases, n)
+        keep = np.ones(X.shape[1], dtype=bool)
+        if self.time_channel is not None:
+            keep[self.time_channel] = False
+
+        def epoch_data(rng):
+            drop = inner & (rng.random(inner.shape) < p)
+            dropped = np.where(drop[:, None, :] & keep[None, :, None], np.nan, X)
+            return self.input_path_.transform(dropped, lengths)
+
+        return epoch_data
+
+    def _batch_size(self, n_train=None):
+        """Cases per mini-batch: ``batch_size``, or its "auto" rule (prediction: None)."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        low, high = AUTO_BATCH_RANGE
+        if n_train is None:
+            return high
+        return int(min(max(math.ceil(n_train / AUTO_BATCH_DIVISOR), low), high))
 
     def _class_weights(self, y_index, n_classes):
         """Per-case weight from ``class_weight``."""
@@ -556,10 +634,21 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return train, val
 
     def _batch_logits(self, data, index):
+        """Member logits ``(n_members, batch, n_classes)`` (one member without an ensemble)."""
         path = data.batch(index, self.device_)
-        return self.module_(path, **self._solver_options())
+        logits = self.module_(path, **self._solver_options())
+        return logits if logits.dim() == 3 else logits.unsqueeze(0)
 
-    def _train(self, data, y_index, weights, rng):
+    @staticmethod
+    def _combine(member_logits):
+        """``(n_members, batch, C)`` -> ``(batch, C)``: the logits of one member, or the
+        log of the members' mean probability."""
+        if member_logits.shape[0] == 1:
+            return member_logits[0]
+        log_p = torch.log_softmax(member_logits, dim=-1)
+        return torch.logsumexp(log_p, dim=0) - math.log(member_logits.shape[0])
+
+    def _train(self, data, y_index, weights, rng, epoch_data=None):
         """The one training loop: Adam, weighted cross-entropy, plateau LR, early stopping.
 
         Safeguards: a step with a non-finite loss or gradient rolls the epoch back to the
@@ -590,7 +679,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 start = time.perf_counter()
                 good = copy.deepcopy((module.state_dict(), optimizer.state_dict()))
                 try:
-                    loss = self._run_epoch(data, rng.permutation(train_idx), y_t, w_t, optimizer)
+                    train_data = data if epoch_data is None else epoch_data(rng)
+                    order = rng.permutation(train_idx)
+                    loss = self._run_epoch(train_data, order, y_t, w_t, optimizer)
                 except _NonFiniteStep as exc:
                     retries += 1
                     if retries > _MAX_RETRIES:
@@ -668,11 +759,18 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         module, device = self.module_, self.device_
         module.train()
         total, total_w = 0.0, 0.0
-        for lo in range(0, len(order), self.batch_size):
-            index = order[lo : lo + self.batch_size]
-            logits = self._batch_logits(data, index)
+        batch_size = self._batch_size(len(order))
+        for lo in range(0, len(order), batch_size):
+            index = order[lo : lo + batch_size]
+            logits = self._batch_logits(data, index)  # (n_members, batch, C)
             target, w = y_t[index].to(device), w_t[index].to(device)
-            losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+            losses = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1),
+                target.repeat(logits.shape[0]),
+                reduction="none",
+                label_smoothing=self.label_smoothing,
+            )
+            losses = losses.view(logits.shape[:2]).mean(0)  # each member's own loss, averaged
             loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
             if not torch.isfinite(loss):
                 raise _NonFiniteStep("non-finite loss")
@@ -702,10 +800,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
     @torch.no_grad()
     def _evaluate(self, data, index, y_t, w_t):
         self.module_.eval()
+        batch_size = self._batch_size()
         logits = torch.cat(
             [
-                self._batch_logits(data, index[lo : lo + self.batch_size]).cpu()
-                for lo in range(0, len(index), self.batch_size)
+                self._combine(self._batch_logits(data, index[lo : lo + batch_size])).cpu()
+                for lo in range(0, len(index), batch_size)
             ]
         )
         target, w = y_t[index], w_t[index]
@@ -720,14 +819,15 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         check_is_fitted(self)
         X, lengths = check_X(X, n_channels=self.n_features_in_)
         self.module_.eval()
-        chunk = max(self.batch_size, 256)  # cases turned into spline coefficients at once
+        batch_size = self._batch_size()
+        chunk = max(batch_size, 256)  # cases turned into spline coefficients at once
         out = []
         with _torch_threads(self.n_threads):
             for lo in range(0, len(X), chunk):
                 data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
-                for b in range(0, len(data), self.batch_size):
-                    index = np.arange(b, min(b + self.batch_size, len(data)))
-                    out.append(self._batch_logits(data, index).double().cpu())
+                for b in range(0, len(data), batch_size):
+                    index = np.arange(b, min(b + batch_size, len(data)))
+                    out.append(self._combine(self._batch_logits(data, index)).double().cpu())
         return torch.cat(out)
 
     def predict_proba(self, X):

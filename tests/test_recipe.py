@@ -1,0 +1,137 @@
+"""The training recipe's levers: label smoothing, observation dropout, seed ensembles,
+the automatic log-signature window. Each is checked against an independent computation."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_panel
+
+from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier
+from skfwp._validation import check_X
+from skfwp.nn.ensemble import SeedEnsemble
+
+SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,)}
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_label_smoothing_is_the_loss_minimised(smoothing):
+    """With a vanishing learning rate the first epoch's loss is the initial model's
+    smoothed cross-entropy, computed here with torch's own formula."""
+    X, y = make_tiny_panel()
+    clf = GatedNODEClassifier(
+        **SMALL_GATED,
+        label_smoothing=smoothing,
+        max_iter=1,
+        learning_rate_init=1e-12,
+        random_state=0,
+    ).fit(X, y)
+    logits = torch.as_tensor(clf.decision_function(X))
+    logits = torch.stack([-logits / 2, logits / 2], dim=1)  # same softmax as the 2 logits
+    target = torch.as_tensor(np.searchsorted(clf.classes_, y))
+    expected = torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing)
+    assert clf.loss_curve_[0] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_observation_dropout_draws_keep_ends_and_time_and_leave_x_alone():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3, 40))
+    X[5, :, 25:] = np.nan  # a shorter case
+    X_before = X.copy()
+    clf = GatedNODEClassifier(
+        **SMALL_GATED, time_channel=2, observation_dropout=0.5, max_iter=1, random_state=0
+    )
+    X[:, 2] = np.arange(40) * 0.5  # timestamps
+    X[5, 2, 25:] = np.nan
+    X_before = X.copy()
+    clf.fit(X, np.arange(30) % 2)
+    np.testing.assert_array_equal(X, X_before)  # the caller's array is not written
+    arr, lengths = check_X(X)
+    draw = clf._epoch_data(None, arr, lengths)
+    seen = []
+    for seed in range(2):
+        data = draw(np.random.default_rng(seed))
+        plain = clf.input_path_.transform(arr, lengths)
+        assert torch.equal(data.ends, plain.ends)  # every case keeps its own end
+        seen.append(data.coeffs)
+    assert not torch.equal(seen[0], seen[1])  # a fresh draw each epoch
+    # the draw is the path of X with those observations made NaN (time channel kept)
+    generator = np.random.default_rng(7)
+    data = draw(np.random.default_rng(7))
+    inner = (np.arange(40) > 0) & (np.arange(40) < (lengths - 1)[:, None])
+    drop = inner & (generator.random(inner.shape) < 0.5)
+    assert 0.4 < drop[inner].mean() < 0.6
+    masked = arr.copy()
+    masked[:, :2][np.broadcast_to(drop[:, None, :], masked[:, :2].shape)] = np.nan
+    expected = clf.input_path_.transform(masked, lengths)
+    assert torch.equal(data.coeffs, expected.coeffs)
+
+
+def test_seed_ensemble_trains_each_member_as_if_alone():
+    """Mean of the members' losses under one Adam = each member under its own Adam
+    (Adam is per parameter and invariant to the loss's scale, up to its epsilon)."""
+    g = torch.Generator().manual_seed(0)
+    members = [torch.nn.Linear(3, 2).double() for _ in range(3)]
+    alone = copy.deepcopy(members)
+    ensemble = SeedEnsemble(members)
+    x = torch.randn(16, 3, dtype=torch.float64, generator=g)
+    target = torch.randint(0, 2, (16,), generator=g)
+    opt = torch.optim.Adam(ensemble.parameters(), lr=1e-2, eps=1e-16)
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2, eps=1e-16) for m in alone]
+    for _ in range(20):
+        logits = ensemble(x)  # (3, 16, 2)
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), target.repeat(3), reduction="none"
+        )
+        opt.zero_grad()
+        loss.view(3, 16).mean(1).mean(0).backward()
+        opt.step()
+        for m, o in zip(alone, opts, strict=True):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), target).backward()
+            o.step()
+    for a, b in zip(ensemble.members, alone, strict=True):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-9, atol=1e-12)
+
+
+def test_seed_ensemble_predicts_the_members_mean_probability():
+    X, y = make_tiny_panel()
+    clf = GatedNODEClassifier(**SMALL_GATED, n_estimators=3, max_iter=3, random_state=0)
+    clf.fit(X, y)
+    assert isinstance(clf.module_, SeedEnsemble) and len(clf.module_.members) == 3
+    data = clf.input_path_.transform(*check_X(X))
+    with torch.no_grad():
+        path = data.batch(np.arange(len(X)))
+        members = [torch.softmax(m(path), dim=1) for m in clf.module_.members]
+    expected = torch.stack(members).mean(0).numpy()
+    np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
+    # the members start apart: different seeds, different weights
+    w = [m.classifier.weight for m in clf.module_.members]
+    assert not torch.equal(w[0], w[1])
+
+
+def test_auto_window_from_the_longest_training_case():
+    X, y = make_tiny_panel(n_timepoints=200)
+    clf = ContinuousDeltaClassifier(
+        hidden_size=8, n_heads=2, logsig_window="auto", max_iter=1, random_state=0
+    ).fit(X, y)
+    assert clf.input_path_.logsig_window == 4  # ceil(199 / 64)
+    assert int(clf.input_path_.transform(*check_X(X)).ends.max()) == 50  # ceil(199 / 4)
+    short = ContinuousDeltaClassifier(
+        hidden_size=8, n_heads=2, logsig_window="auto", max_iter=1, random_state=0
+    ).fit(*make_tiny_panel(n_timepoints=65))
+    assert short.input_path_.logsig_window is None  # 64 steps: every observation
+
+
+def test_auto_batch_size_gives_small_sets_several_steps_an_epoch(monkeypatch):
+    clf = GatedNODEClassifier(**SMALL_GATED, batch_size="auto", max_iter=2, random_state=0)
+    assert [clf._batch_size(n) for n in (20, 100, 1000)] == [8, 13, 32]
+    assert clf._batch_size() == 32  # prediction
+    steps = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(
+        torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k)
+    )
+    clf.fit(*make_tiny_panel(n_cases=20))
+    assert len(steps) == 2 * 3  # ceil(20 / 8) batches in each of 2 epochs
