@@ -351,11 +351,8 @@ def keyword_init(cls, defaults, doc, after=None):
 class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     """Base class of skfwp classifiers (not for direct use); see the module docstring.
 
-    Parameters
-    ----------
-    **params
-        The subclass's ``_model_params`` and the shared parameters
-        (:data:`COMMON_PARAMS`), keyword only.
+    A subclass's ``__init__`` takes its ``_model_params`` and the shared parameters
+    (:data:`COMMON_PARAMS`), keyword only, and only stores them.
 
     Examples
     --------
@@ -429,9 +426,6 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
                 for w in widths
             ):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {widths!r}.")
-
-    def _before_step(self):
-        """Called between ``loss.backward()`` and the optimiser step (after clipping)."""
 
     def _new_module(self, seed, n_path_channels, n_classes):
         """``_build_module`` with its initialisation seeded, global RNG state restored."""
@@ -781,7 +775,6 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 raise _NonFiniteStep("non-finite gradient")
             if self.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), self.max_grad_norm)
-            self._before_step()
             optimizer.step()
             total += float(loss.detach()) * float(w.sum())
             total_w += float(w.sum())

@@ -41,13 +41,28 @@ __all__ = [
     "all_adapters",
 ]
 
+
+def _parameters_section(doc):
+    """The "Parameters" section of a numpydoc docstring (4-space indented), with its
+    heading, up to the next section."""
+    lines = doc.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Parameters")
+    end = next(
+        i
+        for i in range(start + 2, len(lines))
+        if lines[i].strip() and set(lines[i].strip()) == {"-"}
+    )
+    return "\n".join(lines[start : end - 1]).rstrip() + "\n"
+
+
 _DOC_TEMPLATE = """
 
     The sktime adapter of :class:`skfwp.{name}`: every parameter is that scikit-learn
-    estimator's, with the same default (see its documentation); ``fit`` fits
+    estimator's, with the same default; ``fit`` fits
     ``estimator_ = skfwp.{name}(**self.get_params())``. Takes any sktime Panel of
     equal or unequal length, multivariate, with NaN for missing values.
 
+{parameters}
     Attributes
     ----------
     estimator_ : skfwp.{name}
@@ -134,7 +149,9 @@ class SkfwpClassifierAdapter(BaseClassifier):
             after=BaseClassifier.__init__,
         )
         summary = (cls.__doc__ or f"sktime adapter of skfwp.{name}.").rstrip()
-        cls.__doc__ = summary + _DOC_TEMPLATE.format(name=name)
+        cls.__doc__ = summary + _DOC_TEMPLATE.format(
+            name=name, parameters=_parameters_section(estimator_class.__doc__)
+        )
         _ADAPTERS[name] = cls
 
     def _fit(self, X, y):
