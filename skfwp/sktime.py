@@ -44,15 +44,15 @@ __all__ = [
 
 def _parameters_section(doc):
     """The "Parameters" section of a numpydoc docstring (4-space indented), with its
-    heading, up to the next section."""
-    lines = doc.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "Parameters")
-    end = next(
-        i
-        for i in range(start + 2, len(lines))
-        if lines[i].strip() and set(lines[i].strip()) == {"-"}
-    )
-    return "\n".join(lines[start : end - 1]).rstrip() + "\n"
+    heading, up to the next section; empty when there is none."""
+    lines = (doc or "").splitlines()
+    heads = [i for i, line in enumerate(lines) if line.strip() == "Parameters"]
+    if not heads:
+        return ""
+    start = heads[0]
+    rules = [i for i in range(start + 2, len(lines)) if set(lines[i].strip()) == {"-"}]
+    end = rules[0] - 1 if rules else len(lines)
+    return "\n".join(lines[start:end]).rstrip() + "\n"
 
 
 _DOC_TEMPLATE = """
