@@ -78,7 +78,7 @@ COMMON_PARAMS = {
 #: ``logsig_window="auto"``: windows of ``ceil((n - 1) / AUTO_WINDOW_STEPS)`` observation
 #: steps for training cases of at most ``n`` observations, so that a path has at most this
 #: many windows; series that short are read at every observation.
-AUTO_WINDOW_STEPS = 64
+AUTO_WINDOW_STEPS = 32
 
 #: ``batch_size="auto"``: ``n_train / AUTO_BATCH_DIVISOR`` cases per mini-batch, clipped to
 #: ``AUTO_BATCH_RANGE``, so that a small training set gets several optimiser steps an
@@ -103,8 +103,8 @@ hidden_size : int, default={hidden_size}
         ``w`` observation steps, each summarised by its log-signature (Neural RDE,
         Morrill et al. 2021; computed once per case by pysiglib), and the solver steps
         per window: ``w`` times fewer steps on long series. "auto": ``w = ceil((n - 1)
-        / 64)`` for training cases of at most ``n`` observations (:data:`AUTO_WINDOW_STEPS`),
-        so at most 64 windows; the fitted ``input_path_.logsig_window`` holds it.
+        / 32)`` for training cases of at most ``n`` observations (:data:`AUTO_WINDOW_STEPS`),
+        so at most 32 windows; the fitted ``input_path_.logsig_window`` holds it.
     logsig_depth : {{1, 2, 3}}, default={logsig_depth}
         Depth of the windows' log-signatures: 1 keeps the increments (the path at the
         window boundaries), 2 adds the Lévy areas of every pair of channels, 3 the
@@ -127,8 +127,9 @@ hidden_size : int, default={hidden_size}
         prediction.
     learning_rate_init : float, default={learning_rate_init}
         Adam's initial learning rate; halved when the monitored score plateaus.
-    alpha : float, default=0.0
-        Weight decay (L2 penalty) of Adam.
+    alpha : float, default={alpha}
+        Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): each step shrinks
+        every weight by ``learning_rate * alpha`` besides the Adam step.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training cases (stratified), stop when
         validation accuracy stops improving, and restore the best weights.
@@ -655,7 +656,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         train_idx, val_idx = self._split(y_index, rng)
         y_t = torch.as_tensor(y_index, dtype=torch.long)
         w_t = torch.as_tensor(weights, dtype=torch.float32)
-        optimizer = torch.optim.Adam(
+        optimizer = torch.optim.AdamW(
             module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
         )
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

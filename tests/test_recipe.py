@@ -116,12 +116,12 @@ def test_auto_window_from_the_longest_training_case():
     clf = ContinuousDeltaClassifier(
         hidden_size=8, n_heads=2, logsig_window="auto", max_iter=1, random_state=0
     ).fit(X, y)
-    assert clf.input_path_.logsig_window == 4  # ceil(199 / 64)
-    assert int(clf.input_path_.transform(*check_X(X)).ends.max()) == 50  # ceil(199 / 4)
+    assert clf.input_path_.logsig_window == 7  # ceil(199 / 32)
+    assert int(clf.input_path_.transform(*check_X(X)).ends.max()) == 29  # ceil(199 / 7)
     short = ContinuousDeltaClassifier(
         hidden_size=8, n_heads=2, logsig_window="auto", max_iter=1, random_state=0
-    ).fit(*make_tiny_panel(n_timepoints=65))
-    assert short.input_path_.logsig_window is None  # 64 steps: every observation
+    ).fit(*make_tiny_panel(n_timepoints=33))
+    assert short.input_path_.logsig_window is None  # 32 steps: every observation
 
 
 def test_auto_batch_size_gives_small_sets_several_steps_an_epoch(monkeypatch):
@@ -129,9 +129,9 @@ def test_auto_batch_size_gives_small_sets_several_steps_an_epoch(monkeypatch):
     assert [clf._batch_size(n) for n in (20, 100, 1000)] == [8, 13, 32]
     assert clf._batch_size() == 32  # prediction
     steps = []
-    step = torch.optim.Adam.step
+    step = torch.optim.AdamW.step
     monkeypatch.setattr(
-        torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k)
+        torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k)
     )
     clf.fit(*make_tiny_panel(n_cases=20))
     assert len(steps) == 2 * 3  # ceil(20 / 8) batches in each of 2 epochs
