@@ -501,13 +501,16 @@ def _rk_steps(field, z, terms, dt, tableau, plan, n0, out):
     ``z + h Σ_i b_i k_i``. Adds each state's readout to ``out`` (a list of parts).
     """
     _, a, b = tableau
+    # one unbind per term: its backward stacks the stage gradients once, where indexing
+    # would scatter each into a zero tensor of the whole chunk
+    rows = [t.flatten(0, 1).unbind(0) for t in terms]  # row i * len(dt) + n
     for n, h in enumerate(dt):
         ks = []
         for i, a_i in enumerate(a):
             y = z
             if any(a_i):
                 y = _combine(z, [(h * a_ij, ks[j]) for j, a_ij in enumerate(a_i) if a_ij])
-            ks.append(field(y, tuple(t[i, n] for t in terms)))
+            ks.append(field(y, tuple(r[i * len(dt) + n] for r in rows)))
         z = _combine(z, [(h * b_i, ks[i]) for i, b_i in enumerate(b) if b_i])
         if n0 + n + 1 in plan.readout_at:
             cases, weights = plan.readout_at[n0 + n + 1]
