@@ -94,7 +94,7 @@ FAST_METHODS = tuple(TABLEAUS)
 SOLVER_BACKENDS = ("auto", "fast", "generic")
 
 #: Methods whose every stage sits at the start of its step (euler): they read the input
-#: path at the step's end instead, ``X(s_{n+1})`` for the step from ``s_n`` (design
+#: path one step ahead instead, ``X(s_{n+1})`` for the step from ``s_n`` (design
 #: choice, issue 15). Read at ``s_n``, the last observation, which enters the path only
 #: on the last piece ``[T_i − 1, T_i]``, would never reach the state at step 1. With
 #: ``τ = 1`` this is the gated nODE's released update ``h_t = (1 − G) h_{t−1} + G F(h_{t−1},

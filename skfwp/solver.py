@@ -85,11 +85,12 @@ class ModelField(nn.Module):
 
 
 class _InputAhead:
-    """A path read one solver step ahead: ``X(s)`` becomes ``X(g(s))``.
+    """A path read one solver step ahead: ``X(s)`` becomes ``X(min(s + h, t_end))``.
 
-    ``g(s)`` is the first point of the solver's fixed grid after ``s`` (the grid's end
-    from its last point on), so that a stage at a step's start ``s_n`` reads the path
-    at the step's end ``s_{n+1}``. Every other attribute is the path's.
+    The shift is taken on the solver's fixed grid, ``s − s_n + s_{n+1}`` for ``s`` in
+    ``[s_n, s_{n+1})``, so that a stage at a step's start ``s_n`` reads the path at
+    exactly the step's end ``s_{n+1}`` (a knot stays a knot, whatever the rounding of
+    ``s_n + h``). Every other attribute is the path's.
     """
 
     def __init__(self, path, grid):
@@ -97,8 +98,10 @@ class _InputAhead:
 
     def _ahead(self, s):
         s = torch.as_tensor(s, dtype=self.grid.dtype, device=self.grid.device)
-        n = torch.searchsorted(self.grid, s.reshape(1), right=True).clamp(max=len(self.grid) - 1)
-        return self.grid[n].reshape(s.shape)
+        last = len(self.grid) - 1
+        n = torch.searchsorted(self.grid, s.reshape(1), right=True).clamp(1, last) - 1
+        ahead = self.grid[n + 1] + (s.reshape(1) - self.grid[n])
+        return torch.minimum(ahead, self.grid[last]).reshape(s.shape)
 
     def evaluate(self, s):
         return self.path.evaluate(self._ahead(s))
