@@ -1,4 +1,4 @@
-"""Training-step time and memory of ContinuousFWP's solver paths (issue 7).
+"""Training-step time and memory of the solver paths (issues 7 and 17).
 
 One training step is a forward pass, a cross-entropy loss and a backward pass, on
 random series (3 channels, Hermite path, rk4 with one step per observation, float32).
@@ -8,6 +8,10 @@ Three approaches, all measured in this one process:
   solver stage and the adjoint ODE is solved backwards (the FWP paper's setting);
 - **generic**: the generic path, back-propagating through torchdiffeq's steps;
 - **fast**: :mod:`skfwp.fast_solver`.
+
+A third table (``--models``) puts the gated nODE, the Neural CDE and N-CODE (closed
+loop) at their default layer sizes through the same step, generic against fast
+(:func:`skfwp.fast_solver.integrate_fixed_grid`), B=64, T=100, H=32 and 64.
 
 Time is the median over up to ``--repeats`` steps after a warm-up step (fewer when
 a step is long: as many as fit in a minute; none, then the warm-up step's time, when
@@ -36,6 +40,9 @@ import torch
 
 from skfwp._validation import check_X
 from skfwp.nn.fwp import LEARNING_RULES, ContinuousFWP
+from skfwp.nn.gated import GatedNODE
+from skfwp.nn.ncde import NeuralCDE
+from skfwp.nn.ncode import NCODE
 from skfwp.path import InputPath
 
 APPROACHES = {
@@ -107,15 +114,27 @@ def training_step(module, path, target, options):
     torch.nn.functional.cross_entropy(logits, target).backward()
 
 
+#: The other models, at their estimators' default layer sizes: name -> builder.
+MODELS = {
+    "gated nODE": lambda k, hidden: GatedNODE(k, 5, hidden_size=hidden),
+    "Neural CDE": lambda k, hidden: NeuralCDE(k, 5, hidden_size=hidden),
+    "N-CODE": lambda k, hidden: NCODE(k, 5, hidden_size=hidden),
+}
+
+
 def measure(path, rule, hidden, approach, repeats, device, budget=60.0):
     """Seconds per step, peak memory and its increase (MB), and the steps timed.
 
     The first step is measured for memory; the median of up to ``repeats`` more steps,
     as many as fit in ``budget`` seconds, for time (the first step's time if none fit).
+    ``rule``: a learning rule of the FWP, or a name in :data:`MODELS`.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        module = ContinuousFWP(path.n_channels, 5, hidden, n_heads=4, learning_rule=rule)
+        if rule in MODELS:
+            module = MODELS[rule](path.n_channels, hidden)
+        else:
+            module = ContinuousFWP(path.n_channels, 5, hidden, n_heads=4, learning_rule=rule)
     module = module.to(device)
     target = torch.arange(path.batch_size, device=device) % 5
     options = APPROACHES[approach]
@@ -199,6 +218,26 @@ def scaling_table(batch, configs, repeats, device, skip):
     return "\n".join(lines)
 
 
+def models_table(configs, repeats, device):
+    """Table 3: the gated nODE, Neural CDE and N-CODE, generic vs fast, per (B, T, H)."""
+    lines = [
+        "| model | B | T | H | generic s / step | fast s / step | generic / fast | generic "
+        "peak RSS (MB) | fast peak RSS (MB) | timing (fast) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for batch, length, hidden in configs:
+        path = make_path(batch, length, device)
+        for name in MODELS:
+            generic, generic_peak, _, _ = measure(path, name, hidden, "generic", repeats, device)
+            fast, fast_peak, _, n = measure(path, name, hidden, "fast", repeats, device)
+            lines.append(
+                f"| {name} | {batch} | {length} | {hidden} | {_fmt(generic)} | {_fmt(fast)} "
+                f"| {generic / fast:.1f}x | {generic_peak:.0f} | {fast_peak:.0f} | {_timed(n)} |"
+            )
+            print(f"  measured {name} B={batch} T={length} H={hidden}", flush=True)
+    return "\n".join(lines)
+
+
 def machine():
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     cpu = platform.processor() or platform.machine()
@@ -231,6 +270,11 @@ def main(argv=None):
         metavar="BxT",
         help="only these training-step rows, e.g. 64x100 (and no scaling table)",
     )
+    parser.add_argument(
+        "--models",
+        action="store_true",
+        help="only the table of the gated nODE, Neural CDE and N-CODE",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     rules = LEARNING_RULES
@@ -257,15 +301,23 @@ def main(argv=None):
         scaling = [(100, 64), (1000, 64), (10000, 64), (1000, 32), (1000, 128), (1000, 256)]
         scaling_skip = {(10000, 64): "skipped (memory: about 13 GB, from 1.3 GB at T=1000)"}
 
+    model_configs = [(2, 12, 8)] if args.quick else [(64, 100, 32), (64, 100, 64)]
     if args.configs:
         configs = [tuple(int(v) for v in c.lower().split("x")) for c in args.configs]
         scaling = []
     print(f"# Solver speed\n\n{machine()}\n", flush=True)
+    if args.models:
+        table = models_table(model_configs, repeats, device)
+        print(f"\n## One training step, other models, rk4\n\n{table}\n")
+        print(f"Finished: {machine()}")
+        return
     table = training_step_table(configs, rules, hidden, repeats, device, skip)
     print(f"\n## One training step, H={hidden}, 4 heads\n\n{table}\n", flush=True)
     if scaling:
         table = scaling_table(batch, scaling, repeats, device, scaling_skip)
         print(f"\n## Scaling, delta rule, B={batch}, 4 heads\n\n{table}\n")
+    table = models_table(model_configs, repeats, device)
+    print(f"\n## One training step, other models, rk4\n\n{table}\n")
     print(f"Finished: {machine()}")
 
 

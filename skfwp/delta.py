@@ -6,10 +6,10 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
 from .nn.fwp import (
     LEARNING_RULES,
-    SOLVER_BACKENDS,
     VARIANTS,
     ContinuousFWP,
     use_fast_solver,
@@ -18,7 +18,7 @@ from .nn.fwp import (
 __all__ = ["ContinuousDeltaClassifier"]
 
 
-class ContinuousDeltaClassifier(BaseSequenceClassifier):
+class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
     """Continuous-time Fast Weight Programmer classifier (Irie et al., NeurIPS 2022).
 
     A slow net reads the input path and continuously programs the fast weights
@@ -110,7 +110,7 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
         "n_heads": [Interval(numbers.Integral, 1, None, closed="left")],
         "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "standardize_derivative": ["boolean"],
-        "solver_backend": [StrOptions(set(SOLVER_BACKENDS))],
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
     }
 
     def _check_params(self):
@@ -130,9 +130,6 @@ class ContinuousDeltaClassifier(BaseSequenceClassifier):
             self.method,
             self.adjoint,
         )
-
-    def _solver_options(self):
-        return {**super()._solver_options(), "solver_backend": self.solver_backend}
 
     def _build_module(self, n_path_channels, n_classes):
         return ContinuousFWP(

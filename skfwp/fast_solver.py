@@ -17,6 +17,8 @@ fixed-grid solvers) up to float rounding:
   own final knot ``T_i``, linearly interpolated within a step as torchdiffeq does.
 - **Stages.** The same Butcher tableaux and stage times (:data:`TABLEAUS`); note that
   torchdiffeq's ``"rk4"`` is the 3/8 rule, stages at ``s_n + {0, 1/3, 2/3, 1} h``.
+  Euler reads the input path at its step's end ``s_{n+1}`` (:data:`INPUT_AHEAD_METHODS`,
+  as :func:`skfwp.solver.integrate` does), so that the last observation is read.
   The caller evaluates the coefficients at every distinct stage time at once
   (:class:`StagePlan`): one batched slow-net call instead of one per stage.
 - **One step is affine.** Stage ``i`` moves along ``e_i = beta_i (p_i − Y_i q_i)`` from
@@ -59,15 +61,21 @@ import math
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "CHUNK_MEMORY",
     "FAST_METHODS",
+    "FIXED_GRID_MEMORY",
+    "INPUT_AHEAD_METHODS",
+    "SOLVER_BACKENDS",
     "STATE_MEMORY",
     "TABLEAUS",
     "StagePlan",
     "fixed_grid",
+    "integrate_fixed_grid",
     "integrate_rank_one",
+    "use_fast_path",
 ]
 
 #: Butcher tableaux ``(c, a, b)`` of torchdiffeq's fixed-grid methods, in the form its
@@ -83,6 +91,16 @@ TABLEAUS = {
     ),
 }
 FAST_METHODS = tuple(TABLEAUS)
+SOLVER_BACKENDS = ("auto", "fast", "generic")
+
+#: Methods whose every stage sits at the start of its step (euler): they read the input
+#: path one step ahead instead, ``X(s_{n+1})`` for the step from ``s_n`` (design
+#: choice, issue 15). Read at ``s_n``, the last observation, which enters the path only
+#: on the last piece ``[T_i − 1, T_i]``, would never reach the state at step 1. With
+#: ``τ = 1`` this is the gated nODE's released update ``h_t = (1 − G) h_{t−1} + G F(h_{t−1},
+#: x_t)``, and for a CDE at step 1 the Euler scheme in increments,
+#: ``z_{n+1} = z_n + f(z_n) (x_{n+1} − x_n)``.
+INPUT_AHEAD_METHODS = ("euler",)
 
 #: Bytes of the per-chunk buffers (a state and its gradient per step) that bound the
 #: chunk size for large states.
@@ -178,7 +196,9 @@ class StagePlan:
         self.times = torch.cat([grid, *interior])
         offsets, k = [], 0
         for ci in c:
-            if ci in (0.0, 1.0):
+            if method in INPUT_AHEAD_METHODS:
+                offsets.append(1)  # the input at the step's end
+            elif ci in (0.0, 1.0):
                 offsets.append(int(ci))  # a grid point: the step's start or end
             else:
                 offsets.append(len(grid) + k * n_steps)
@@ -408,3 +428,166 @@ def integrate_rank_one(S0, p, q, beta, plan, *, decay=True, chunk_size=None):
     P0 = S0.transpose(-1, -2)  # the recurrence runs on P = Sᵀ
     P = _AffineRecurrence.apply(P0, p, q, beta, plan, max(int(chunk_size), 1))
     return P.transpose(-1, -2)
+
+
+# -- fixed-grid Runge–Kutta for any field whose input terms depend on the path only -----
+
+
+def use_fast_path(solver_backend, method, adjoint, reason=None):
+    """Whether ``solver_backend`` runs a model's fast path for these solver settings.
+
+    ``"auto"``: where it applies (``method`` in :data:`FAST_METHODS`, ``adjoint=False``
+    and no model-specific ``reason`` against it); ``"generic"``: never; ``"fast"``:
+    always, and a ValueError names the setting when it cannot.
+
+    Parameters
+    ----------
+    solver_backend : {"auto", "fast", "generic"}
+    method : str
+    adjoint : bool
+    reason : str or None
+        Why the model's own settings rule the fast path out (checked first).
+
+    Examples
+    --------
+    >>> from skfwp.fast_solver import use_fast_path
+    >>> use_fast_path("auto", "rk4", False), use_fast_path("auto", "dopri5", False)
+    (True, False)
+    >>> use_fast_path("fast", "rk4", True)
+    Traceback (most recent call last):
+    ...
+    ValueError: solver_backend='fast' cannot be used: adjoint=True asks for ...
+    """
+    if solver_backend not in SOLVER_BACKENDS:
+        raise ValueError(f"solver_backend={solver_backend!r} is not one of {SOLVER_BACKENDS}.")
+    if solver_backend == "generic":
+        return False
+    if reason is None and method not in FAST_METHODS:
+        reason = f"method={method!r} is not one of the fast solver's methods {FAST_METHODS}"
+    if reason is None and adjoint:
+        reason = (
+            "adjoint=True asks for torchdiffeq's continuous adjoint; the fast solver "
+            "back-propagates through its discrete steps in bounded memory instead"
+        )
+    if reason is not None and solver_backend == "fast":
+        raise ValueError(
+            f"solver_backend='fast' cannot be used: {reason}. "
+            "Use solver_backend='generic' or 'auto'."
+        )
+    return reason is None
+
+
+#: Bytes that one chunk of :func:`integrate_fixed_grid` may keep for the backward (an
+#: estimate); a longer run goes in checkpointed chunks.
+FIXED_GRID_MEMORY = 256 * 2**20
+
+
+def _combine(z, terms):
+    """``z + Σ_j w_j k_j`` part by part, for ``terms`` a list of ``(w_j, k_j)`` (tuples)."""
+    out = []
+    for p, zp in enumerate(z):
+        for w, k in terms:
+            zp = torch.add(zp, k[p], alpha=w)
+        out.append(zp)
+    return tuple(out)
+
+
+def _rk_steps(field, z, terms, dt, tableau, plan, n0, out):
+    """Steps ``n0, n0 + 1, ...`` of the explicit Runge–Kutta method ``tableau`` from ``z``.
+
+    ``terms``: per input term, a tensor of shape (n_stages, n, batch, ...) (the stage
+    values of the steps); ``dt``: their step sizes (floats). Stage ``i`` of a step is
+    ``k_i = field(Y_i, terms_i)`` at ``Y_i = z + h Σ_j a_ij k_j``, and the step is
+    ``z + h Σ_i b_i k_i``. Adds each state's readout to ``out`` (a list of parts).
+    """
+    _, a, b = tableau
+    # one unbind per term: its backward stacks the stage gradients once, where indexing
+    # would scatter each into a zero tensor of the whole chunk
+    rows = [t.flatten(0, 1).unbind(0) for t in terms]  # row i * len(dt) + n
+    for n, h in enumerate(dt):
+        ks = []
+        for i, a_i in enumerate(a):
+            y = z
+            if any(a_i):
+                y = _combine(z, [(h * a_ij, ks[j]) for j, a_ij in enumerate(a_i) if a_ij])
+            ks.append(field(y, tuple(r[i * len(dt) + n] for r in rows)))
+        z = _combine(z, [(h * b_i, ks[i]) for i, b_i in enumerate(b) if b_i])
+        if n0 + n + 1 in plan.readout_at:
+            cases, weights = plan.readout_at[n0 + n + 1]
+            for p, zp in enumerate(z):
+                w = weights.view(-1, *[1] * (zp.dim() - 1))
+                out[p] = out[p].index_add(0, cases, w * zp[cases])
+    return z
+
+
+def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=None):
+    """Solve ``dz/ds = field(z, u(s))`` on the fixed grid of ``plan``; read each case at ``T_i``.
+
+    The model's field depends on the input path only through input terms ``u(s)``
+    (its input projections, ``dX/ds``, gate input terms), which are computed for many
+    stage times in one batched call: the path quantities ``drive`` at every
+    ``plan.times`` come in (time-major), ``prepare`` maps the stage values of a run of
+    steps to the input terms at once, and the loop over steps holds only the state's
+    own operations, with torchdiffeq's grid, tableaux and per-case readout
+    (:class:`StagePlan`; euler reads the input at the step's end). The state is a
+    tuple of tensors, each of shape (batch, ...).
+
+    Long runs go in chunks of steps, each computed under
+    :func:`torch.utils.checkpoint.checkpoint` when gradients are on (the backward
+    recomputes one chunk at a time), so memory grows with the chunk, not the series.
+    A chunk has ``max(⌈√n_steps⌉, FIXED_GRID_MEMORY // (batch · step_bytes))`` steps.
+
+    Parameters
+    ----------
+    field : callable
+        ``field(z, u) -> dz/ds``: ``z`` and the result tuples of tensors of the
+        state's shapes, ``u`` a tuple of input terms at one stage time, each
+        (batch, ...).
+    z0 : tuple of Tensor
+        The state at ``s = 0``.
+    drive : tuple of Tensor
+        Path quantities at ``plan.times``, each of shape (n_times, batch, ...).
+    plan : StagePlan
+    prepare : callable or None
+        ``prepare(*stage_drive) -> tuple of input terms``, each argument and result of
+        shape (n_stages, n, batch, ...); None: the drive itself.
+    step_bytes : int or None
+        Estimated bytes one step keeps for the backward per case (None: from the
+        state's size).
+
+    Returns
+    -------
+    tuple of Tensor
+        The state at each case's own final knot ``T_i``, each part (batch, ...).
+    """
+    z0 = tuple(z0)
+    if step_bytes is None:
+        per_case = sum(z.numel() // max(len(z), 1) for z in z0)
+        step_bytes = 16 * len(plan.tableau[0]) * per_case * z0[0].element_size()
+    batch = len(z0[0])
+    n_steps = plan.n_steps
+    size = max(math.ceil(math.sqrt(n_steps)), FIXED_GRID_MEMORY // max(batch * step_bytes, 1))
+    dt = plan.dt.tolist()
+    out = [torch.zeros_like(z) for z in z0]
+    if 0 in plan.readout_at:
+        cases, weights = plan.readout_at[0]
+        for p, z in enumerate(z0):
+            out[p] = out[p].index_add(0, cases, weights.view(-1, *[1] * (z.dim() - 1)) * z[cases])
+
+    def chunk(n0, n1, *z):
+        stage_drive = [torch.stack(plan.stages(x, n0, n1)) for x in drive]
+        terms = tuple(stage_drive) if prepare is None else tuple(prepare(*stage_drive))
+        acc = [torch.zeros_like(zp) for zp in z]
+        z = _rk_steps(field, z, terms, dt[n0:n1], plan.tableau, plan, n0, acc)
+        return (*z, *acc)
+
+    z, parts = z0, len(z0)
+    for n0 in range(0, n_steps, size):
+        n1 = min(n0 + size, n_steps)
+        if torch.is_grad_enabled() and size < n_steps:
+            res = checkpoint(chunk, n0, n1, *z, use_reentrant=False)
+        else:
+            res = chunk(n0, n1, *z)
+        z = res[:parts]
+        out = [o + r for o, r in zip(out, res[parts:], strict=True)]
+    return tuple(out)

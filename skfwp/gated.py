@@ -6,13 +6,14 @@ import numbers
 
 from sklearn.utils._param_validation import Interval
 
+from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
 from .nn.gated import GatedNODE
 
 __all__ = ["GatedNODEClassifier"]
 
 
-class GatedNODEClassifier(BaseSequenceClassifier):
+class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
     """Gated neural ODE classifier (Kim, Can & Krishnamurthy, ICML 2023).
 
     The hidden state ``h`` is driven by the input path ``x(s)``::
@@ -38,6 +39,7 @@ class GatedNODEClassifier(BaseSequenceClassifier):
         most about ``1/τ`` of the way to its target per observation).
     gated : bool, default=True
         Use the gate ``G``; False gives the plain neural ODE (nODE).
+    {solver_backend}
     {common}
 
     Attributes
@@ -70,6 +72,7 @@ class GatedNODEClassifier(BaseSequenceClassifier):
     """
 
     _model_params = {
+        "solver_backend": "auto",
         "flow_layers": (64,),
         "tau": 1.0,
         "gated": True,
@@ -77,6 +80,7 @@ class GatedNODEClassifier(BaseSequenceClassifier):
         "hidden_size": 32,
     }
     _model_constraints = {
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
         "flow_layers": [tuple, list],
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
         "gated": ["boolean"],

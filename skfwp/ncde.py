@@ -6,13 +6,14 @@ import numbers
 
 from sklearn.utils._param_validation import Interval
 
+from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
 from .nn.ncde import NeuralCDE
 
 __all__ = ["NeuralCDEClassifier"]
 
 
-class NeuralCDEClassifier(BaseSequenceClassifier):
+class NeuralCDEClassifier(SolverBackendMixin, BaseSequenceClassifier):
     """Neural controlled differential equation classifier (Kidger et al., NeurIPS 2020).
 
     The hidden state is driven by the input path ``X(s)``::
@@ -31,6 +32,7 @@ class NeuralCDEClassifier(BaseSequenceClassifier):
         Width of the hidden layers of the vector field's MLP.
     vector_field_layers : int, default=1
         Number of hidden ReLU layers of the vector field's MLP (0: ``f = tanh(W z + b)``).
+    {solver_backend}
     {common}
 
     Attributes
@@ -62,10 +64,12 @@ class NeuralCDEClassifier(BaseSequenceClassifier):
     """
 
     _model_params = {
+        "solver_backend": "auto",
         "vector_field_width": 128,
         "vector_field_layers": 1,
     }
     _model_constraints = {
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
         "vector_field_width": [Interval(numbers.Integral, 1, None, closed="left")],
         "vector_field_layers": [Interval(numbers.Integral, 0, None, closed="left")],
     }

@@ -6,13 +6,14 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
 from .nn.ncode import CONTROLS, NCODE
 
 __all__ = ["NCodeClassifier"]
 
 
-class NCodeClassifier(BaseSequenceClassifier):
+class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
     """Neurally-controlled ODE classifier (Chalvidal, Ricci, VanRullen & Serre, ICLR 2021).
 
     The parameters ``θ`` of the state's vector field evolve as a state of their own,
@@ -51,6 +52,7 @@ class NCodeClassifier(BaseSequenceClassifier):
         Let the input path drive the state (``U X(s)``) and the closed-loop
         controller; False is the paper's pure form, where the data enter only through
         ``z(0)`` and ``θ(0)``.
+    {solver_backend}
     {common}
 
     Attributes
@@ -85,6 +87,7 @@ class NCodeClassifier(BaseSequenceClassifier):
     """
 
     _model_params = {
+        "solver_backend": "auto",
         "control": "closed",
         "control_rank": 4,
         "controller_layers": (64,),
@@ -94,6 +97,7 @@ class NCodeClassifier(BaseSequenceClassifier):
         "max_grad_norm": 1.0,
     }
     _model_constraints = {
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
         "control": [StrOptions(set(CONTROLS))],
         "control_rank": [Interval(numbers.Integral, 1, None, closed="left")],
         "controller_layers": [tuple, list],

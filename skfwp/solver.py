@@ -6,7 +6,11 @@ trajectory at every knot, for analysis and plots). A CDE ``dz = g(z) dX`` is the
 case ``f = g(z) · dX/ds`` (what ``torchcde.cdeint`` does internally).
 
 Fixed-step methods use ``step_size`` in knot units (``None``: 1, one step per
-observation); adaptive methods use ``rtol`` / ``atol``. The solution is only
+observation); adaptive methods use ``rtol`` / ``atol``. Euler (every stage at its
+step's start) reads the input path at the step's end instead: the step from ``s_n``
+sees ``X(s_{n+1})`` (:data:`skfwp.fast_solver.INPUT_AHEAD_METHODS`; design choice:
+otherwise each case's last observation, which the path holds only on its last piece,
+never reaches the state at step 1). The solution is only
 requested at the distinct final knots of the batch, so memory does not grow with the
 number of knots unless back-propagation needs it.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
+
+from .fast_solver import INPUT_AHEAD_METHODS, fixed_grid
 
 __all__ = ["FIXED_STEP_METHODS", "METHODS", "ModelField", "check_method", "integrate"]
 
@@ -76,6 +82,35 @@ class ModelField(nn.Module):
 
     def forward(self, s, z, path):
         return self.model.forward_field(s, z, path)
+
+
+class _InputAhead:
+    """A path read one solver step ahead: ``X(s)`` becomes ``X(min(s + h, t_end))``.
+
+    The shift is taken on the solver's fixed grid, ``s − s_n + s_{n+1}`` for ``s`` in
+    ``[s_n, s_{n+1})``, so that a stage at a step's start ``s_n`` reads the path at
+    exactly the step's end ``s_{n+1}`` (a knot stays a knot, whatever the rounding of
+    ``s_n + h``). Every other attribute is the path's.
+    """
+
+    def __init__(self, path, grid):
+        self.path, self.grid = path, grid
+
+    def _ahead(self, s):
+        s = torch.as_tensor(s, dtype=self.grid.dtype, device=self.grid.device)
+        last = len(self.grid) - 1
+        n = torch.searchsorted(self.grid, s.reshape(1), right=True).clamp(1, last) - 1
+        ahead = self.grid[n + 1] + (s.reshape(1) - self.grid[n])
+        return torch.minimum(ahead, self.grid[last]).reshape(s.shape)
+
+    def evaluate(self, s):
+        return self.path.evaluate(self._ahead(s))
+
+    def derivative(self, s):
+        return self.path.derivative(self._ahead(s))
+
+    def __getattr__(self, name):
+        return getattr(self.path, name)
 
 
 class _BoundField(nn.Module):
@@ -155,10 +190,14 @@ def integrate(
             slot = slot + 1
     if len(times) == 1:  # every case is a single observation
         return z0.unsqueeze(1) if all_knots else z0
-    bound = _BoundField(field, path, state_shape)
     options = {}
     if method in FIXED_STEP_METHODS:
         options["step_size"] = 1.0 if step_size is None else float(step_size)
+    if method in INPUT_AHEAD_METHODS:
+        path = _InputAhead(
+            path, fixed_grid(float(times[-1]), options["step_size"], z0.dtype, z0.device)
+        )
+    bound = _BoundField(field, path, state_shape)
     kwargs = {"method": method, "options": options, "rtol": rtol, "atol": atol}
     t = times.to(z0.dtype)
     if adjoint:

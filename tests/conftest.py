@@ -32,3 +32,41 @@ def make_path(n_knots, ends, random_state=0, n_channels=2, interpolation="hermit
 @pytest.fixture
 def tiny_panel():
     return make_tiny_panel()
+
+
+#: The fast paths' methods and the step sizes their agreement tests use.
+FAST_CASES = [(m, h) for m in ("euler", "midpoint", "rk4") for h in (1.0, 0.5)]
+
+
+def assert_fast_matches_generic(model, path, method, step_size, rtol=1e-6):
+    """Logits and every parameter gradient of ``solver_backend="fast"`` and ``"generic"``.
+
+    Both in float64, relative to the largest entry (``rtol``); the loss weights the
+    logits at random so that every case's gradient counts. The generic path is
+    torchdiffeq's, with its own grid, stages and per-case readout.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = {}
+    for backend in ("fast", "generic"):
+        logits = model(path, solver_backend=backend, method=method, step_size=step_size)
+        weight = torch.linspace(-1.0, 2.0, logits.numel(), dtype=logits.dtype).view_as(logits)
+        grads = torch.autograd.grad((logits * weight).sum(), params, allow_unused=True)
+        out[backend] = (logits.detach(), grads)
+    (fast, g_fast), (generic, g_generic) = out["fast"], out["generic"]
+    scale = float(generic.abs().max())
+    assert float((fast - generic).abs().max()) <= rtol * scale
+    for p, a, b in zip(params, g_fast, g_generic, strict=True):
+        assert (a is None) == (b is None)
+        if b is not None:
+            assert float((a - b).abs().max()) <= rtol * max(float(b.abs().max()), 1e-12), p.shape
+    return fast, generic
+
+
+def assert_fast_refused(model, path):
+    """``solver_backend="fast"`` with an adaptive method or the adjoint: a ValueError naming it."""
+    with pytest.raises(ValueError, match="method='dopri5'"):
+        model(path, solver_backend="fast", method="dopri5")
+    with pytest.raises(ValueError, match="adjoint=True"):
+        model(path, solver_backend="fast", method="rk4", adjoint=True)
+    with pytest.raises(ValueError, match="solver_backend='nope'"):
+        model(path, solver_backend="nope", method="rk4")

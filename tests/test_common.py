@@ -15,6 +15,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skfwp import ChannelStandardScaler
 
+#: The fixed-step one-step methods, every stage inside its step.
+RUNGE_KUTTA_METHODS = ("euler", "midpoint", "heun3", "rk4")
+
 # Checks that do not apply to time-series input, each with its reason. A 2D array is
 # read as (n_cases, n_timepoints), one channel, so n_features_in_ counts channels and a
 # series of another length is valid input, not a feature-count mismatch.
@@ -123,6 +126,35 @@ def test_batch_invariance(fitted):
     # not probabilities: a confident model saturates both to 1 - 1e-8 or so.
     whole, prefix = clf.decision_function(X[:1]), clf.decision_function(short)
     assert np.abs(whole - prefix).max() > 1e-3
+
+
+@pytest.mark.parametrize("method", RUNGE_KUTTA_METHODS)
+def test_every_observation_reaches_the_logits(fitted, method):
+    """Perturbing any one observation changes the logits, under every fixed-step method.
+
+    The first, a middle and the last observation of equal-length cases, and a short
+    case's own last observation in an unequal-length batch. Euler, whose stage sits at
+    its step's start, reads the input one step ahead (skfwp.solver): otherwise the last
+    observation, which the path holds only on its last piece, would be lost. The
+    multistep Adams methods are not covered (docs/solvers.md).
+    """
+    clf, X, _ = fitted
+    clf = clone(clf).set_params(method=method)
+    clf.__dict__.update({k: v for k, v in fitted[0].__dict__.items() if k.endswith("_")})
+    cases = X[:3].copy()
+    base = clf.decision_function(cases)
+    for t in (0, X.shape[2] // 2, X.shape[2] - 1):
+        moved = cases.copy()
+        moved[:, :, t] += 3.0
+        change = np.abs(clf.decision_function(moved) - base).min()
+        assert change > 1e-5, f"observation {t} does not reach the logits ({change:.1e})"
+    short = [cases[0], cases[1, :, :7]]
+    base = clf.decision_function(short)
+    moved = [cases[0], cases[1, :, :7].copy()]
+    moved[1][:, -1] += 3.0
+    change = np.abs(clf.decision_function(moved) - base)
+    assert change[1].min() > 1e-5, f"a case's own last observation is lost ({change[1]})"
+    np.testing.assert_allclose(change[0], 0.0, atol=1e-5)  # the other case is unmoved
 
 
 def test_pickle_round_trip_identical(fitted):

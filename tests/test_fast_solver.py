@@ -7,7 +7,13 @@ from torchdiffeq import odeint
 
 from skfwp import ContinuousDeltaClassifier, fast_solver
 from skfwp._validation import check_X
-from skfwp.fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
+from skfwp.fast_solver import (
+    FAST_METHODS,
+    INPUT_AHEAD_METHODS,
+    StagePlan,
+    fixed_grid,
+    integrate_rank_one,
+)
 from skfwp.nn.fwp import LEARNING_RULES, ContinuousFWP, learning_rule_update, rank_one_form
 from skfwp.path import InputPath
 
@@ -34,10 +40,14 @@ def _torchdiffeq_oracle(S0, p, q, beta, plan, ends, method, step_size, decay):
     """torchdiffeq's fixed-grid solve of the same ODE, read out as skfwp.solver does.
 
     The field looks its coefficients up by stage time: the lookup fails unless the
-    plan's stage times are exactly the times torchdiffeq asks for.
+    plan's stage times are exactly the times torchdiffeq asks for (euler: the next
+    grid point, where it reads its input).
     """
+    grid = fixed_grid(float(ends.max()), step_size, DTYPE)
 
     def field(t, S):
+        if method in INPUT_AHEAD_METHODS:
+            t = grid[min(int(torch.searchsorted(grid, t.reshape(1), right=True)), len(grid) - 1)]
         (i,) = torch.nonzero(plan.times == t)[0]
         error = p[i] - (S @ q[i].unsqueeze(-1)).squeeze(-1) if decay else p[i]
         return beta[i][..., None, None] * error.unsqueeze(-1) * q[i].unsqueeze(-2)

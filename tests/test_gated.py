@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_path
+from conftest import FAST_CASES, assert_fast_matches_generic, assert_fast_refused, make_path
 
 from skfwp import GatedNODEClassifier
 from skfwp.datasets import make_flip_flop
@@ -73,13 +73,17 @@ def test_fixed_step_matches_adaptive_oracle(gated):
 
 
 def test_euler_at_step_tau_is_the_gru_like_update():
-    """Euler with Δs = τ = 1 is the released code's update h ← (1 − G) h + G F."""
+    """Euler with Δs = τ = 1 is the released code's update h_t = (1 − G) h_{t−1} + G F.
+
+    G and F read ``x_t``, the observation at the step's end (euler reads its input
+    there), so the last observation reaches the state.
+    """
     ip, path = make_path(8, [7, 7], random_state=2)
     model = _model(ip.n_path_channels_, flow_layers=(8,), tau=1.0)
     traj = model.trajectory(path, method="euler", step_size=1.0)
     h = model.initial_state(path)
     for k in range(7):
-        hx = torch.cat([h, path.evaluate(float(k))], dim=-1)
+        hx = torch.cat([h, path.evaluate(float(k + 1))], dim=-1)
         G = torch.sigmoid(model.gate(hx))
         h = (1 - G) * h + G * model.flow(hx)
         torch.testing.assert_close(traj[:, k + 1], h)
@@ -235,3 +239,36 @@ def test_flip_flop_rejects_bad_arguments():
         make_flip_flop(5, n_timepoints=10, pulse_width=11)
     with pytest.raises(ValueError, match="n_bits"):
         make_flip_flop(5, n_bits=0)
+
+
+# -- the fast path ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "step_size"), FAST_CASES)
+@pytest.mark.parametrize(("gated", "flow_layers"), [(True, (8,)), (False, (6, 5)), (True, ())])
+def test_fast_path_matches_generic(method, step_size, gated, flow_layers):
+    """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
+    ip, path = make_path(9, [8, 5, 3], random_state=3)
+    model = _model(ip.n_path_channels_, gated=gated, flow_layers=flow_layers, tau=0.7)
+    fast, _ = assert_fast_matches_generic(model, path, method, step_size)
+    assert fast.abs().max() > 1e-3
+
+
+def test_fast_path_refuses_adaptive_methods_and_adjoint(tiny_panel):
+    ip, path = make_path(5, [4, 2])
+    assert_fast_refused(_model(ip.n_path_channels_), path)
+    X, y = tiny_panel
+    with pytest.raises(ValueError, match="method='dopri5'"):
+        GatedNODEClassifier(solver_backend="fast", method="dopri5", max_iter=1).fit(X, y)
+
+
+def test_fast_path_checkpointed_chunks_match_one_chunk(monkeypatch):
+    """A run cut into checkpointed chunks gives the same logits and gradients."""
+    from skfwp import fast_solver
+
+    ip, path = make_path(12, [11, 6], random_state=4)
+    model = _model(ip.n_path_channels_, tau=0.7)
+    whole, _ = assert_fast_matches_generic(model, path, "rk4", 0.5)
+    monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 0)  # chunks of ⌈√n⌉ steps
+    chunked, _ = assert_fast_matches_generic(model, path, "rk4", 0.5)
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)

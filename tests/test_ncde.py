@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torchcde
-from conftest import make_path
+from conftest import FAST_CASES, assert_fast_matches_generic, assert_fast_refused, make_path
 
 from skfwp.nn.ncde import CDEVectorField, NeuralCDE, _ControlledField
 from skfwp.solver import integrate
@@ -39,11 +39,11 @@ def _cdeint_at_ends(model, path, **kwargs):
     [
         ("hermite", {"method": "rk4", "step_size": 0.5}),
         ("linear", {"method": "rk4", "step_size": 0.5}),
-        ("linear", {"method": "euler", "step_size": 1.0}),
+        ("linear", {"method": "midpoint", "step_size": 1.0}),
         # dopri5 on the smooth spline only: linear paths have a kink at every knot
         ("hermite", {"method": "dopri5", "rtol": 1e-6, "atol": 1e-8}),
     ],
-    ids=["rk4-hermite", "rk4-linear", "euler-linear", "dopri5-hermite"],
+    ids=["rk4-hermite", "rk4-linear", "midpoint-linear", "dopri5-hermite"],
 )
 def test_solve_agrees_with_torchcde_cdeint(interpolation, solver):
     """Our f(z) · dX/ds through skfwp.solver.integrate is torchcde.cdeint's solve."""
@@ -100,6 +100,20 @@ def test_vector_field_shape_and_bound():
     assert out.abs().max() <= 1.0  # ends with tanh
 
 
+@pytest.mark.parametrize("interpolation", ["hermite", "linear"])
+@pytest.mark.parametrize("backend", ["fast", "generic"])
+def test_euler_at_step_1_is_the_cde_euler_scheme_in_increments(interpolation, backend):
+    """Euler reads dX/ds at its step's end: z ← z + f(z) (x_{n+1} − x_n), every x read."""
+    ip, path = make_path(7, [6, 6], random_state=2, interpolation=interpolation)
+    model = _model(ip.n_path_channels_).double()
+    logits = model(path, solver_backend=backend, method="euler", step_size=1.0)
+    z = model.initial_state(path)
+    for n in range(6):
+        dx = path.evaluate(float(n + 1)) - path.evaluate(float(n))
+        z = z + (model.vector_field(z) @ dx.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logits, model.readout(z), rtol=1e-12, atol=1e-12)
+
+
 def test_initial_state_is_linear_in_first_observation():
     ip, path = make_path(6, [5, 4])
     model = _model(ip.n_path_channels_).double()
@@ -118,3 +132,23 @@ def test_readout_uses_each_case_own_end():
         type(path)(path.coeffs[1:, :4], path.ends[1:], path.interpolation), method="rk4"
     )
     torch.testing.assert_close(both[1:], short_alone)
+
+
+# -- the fast path ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "step_size"), FAST_CASES)
+@pytest.mark.parametrize(
+    ("interpolation", "layers"), [("hermite", 1), ("linear", 2), ("hermite", 0)]
+)
+def test_fast_path_matches_generic(method, step_size, interpolation, layers):
+    """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
+    ip, path = make_path(9, [8, 5, 3], random_state=3, interpolation=interpolation)
+    model = _model(ip.n_path_channels_, vector_field_layers=layers).double()
+    fast, _ = assert_fast_matches_generic(model, path, method, step_size)
+    assert fast.abs().max() > 1e-3
+
+
+def test_fast_path_refuses_adaptive_methods_and_adjoint():
+    ip, path = make_path(5, [4, 2])
+    assert_fast_refused(_model(ip.n_path_channels_).double(), path)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_path
+from conftest import FAST_CASES, assert_fast_matches_generic, assert_fast_refused, make_path
 from torchdiffeq import odeint
 
 from skfwp import NCodeClassifier
@@ -361,3 +361,24 @@ def test_ncode_solves_the_reflection_task_with_a_one_dimensional_state():
     fixed = _accuracy(make_reflection, "fixed", 0, hidden_size=1)
     assert closed >= 0.95
     assert fixed <= 0.80  # a flow of the line and a threshold: at most ~0.75
+
+
+# -- the fast path ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "step_size"), FAST_CASES)
+@pytest.mark.parametrize(
+    ("control", "input_drive"),
+    [("closed", True), ("open", True), ("static", True), ("fixed", True), ("closed", False)],
+)
+def test_fast_path_matches_generic(method, step_size, control, input_drive):
+    """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
+    ip, path = make_path(9, [8, 5, 3], random_state=3)
+    model = _model(ip.n_path_channels_, control, input_drive=input_drive)
+    fast, _ = assert_fast_matches_generic(model, path, method, step_size)
+    assert fast.abs().max() > 1e-3
+
+
+def test_fast_path_refuses_adaptive_methods_and_adjoint():
+    ip, path = make_path(5, [4, 2])
+    assert_fast_refused(_model(ip.n_path_channels_), path)

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..fast_solver import FAST_METHODS, StagePlan, integrate_rank_one
+from ..fast_solver import SOLVER_BACKENDS, StagePlan, integrate_rank_one, use_fast_path
 from ..solver import ModelField, integrate
 from .layers import FeedForward
 
@@ -63,7 +63,6 @@ __all__ = [
 
 LEARNING_RULES = ("delta", "hebb", "oja")
 VARIANTS = ("cde", "ode", "recurrent")
-SOLVER_BACKENDS = ("auto", "fast", "generic")
 
 #: The fast solver runs the slow net on (stage times x batch) rows at once; above this
 #: many rows it runs it in checkpointed chunks of this size, so that long sequences
@@ -119,8 +118,8 @@ def rank_one_form(rule, k, v):
     return v, k, rule == "delta", False
 
 
-def _fast_solver_unsupported(learning_rule, post_tanh, variant, method, adjoint):
-    """Why the fast solver cannot run these settings, or None when it can."""
+def _fast_solver_unsupported(variant, post_tanh):
+    """Why the model's own settings rule the fast solver out, or None when they do not."""
     if variant not in ("cde", "ode"):
         return (
             f"variant={variant!r} feeds the fast weights back into the slow net, so the "
@@ -128,13 +127,6 @@ def _fast_solver_unsupported(learning_rule, post_tanh, variant, method, adjoint)
         )
     if post_tanh:
         return "post_tanh=True squashes the error v − W k, so the learning rule is not affine in W"
-    if method not in FAST_METHODS:
-        return f"method={method!r} is not one of the fast solver's methods {FAST_METHODS}"
-    if adjoint:
-        return (
-            "adjoint=True asks for torchdiffeq's continuous adjoint; the fast solver "
-            "back-propagates through its discrete steps in bounded memory instead"
-        )
     return None
 
 
@@ -142,19 +134,11 @@ def use_fast_solver(solver_backend, learning_rule, post_tanh, variant, method, a
     """Whether ``solver_backend`` runs the fast solver for these settings.
 
     ``"auto"``: where it applies; ``"generic"``: never; ``"fast"``: always, and a
-    ValueError says why when the settings do not allow it.
+    ValueError says why when the settings do not allow it
+    (:func:`skfwp.fast_solver.use_fast_path`).
     """
-    if solver_backend not in SOLVER_BACKENDS:
-        raise ValueError(f"solver_backend={solver_backend!r} is not one of {SOLVER_BACKENDS}.")
-    if solver_backend == "generic":
-        return False
-    reason = _fast_solver_unsupported(learning_rule, post_tanh, variant, method, adjoint)
-    if reason is not None and solver_backend == "fast":
-        raise ValueError(
-            f"solver_backend='fast' cannot be used: {reason}. "
-            "Use solver_backend='generic' or 'auto'."
-        )
-    return reason is None
+    reason = _fast_solver_unsupported(variant, post_tanh)
+    return use_fast_path(solver_backend, method, adjoint, reason)
 
 
 class ContinuousFWP(nn.Module):

@@ -61,6 +61,16 @@ Design choices (the paper, on static inputs, leaves them open):
 Every piece of the solver state (``z``, the entries of ``θ`` and, open loop, the
 controller's constant input ``z(0)``) is one flat vector, so that the adjoint method
 sees all of it.
+
+Solvers (``solver_backend``): the fast path (:func:`skfwp.fast_solver.integrate_fixed_grid`;
+methods euler, midpoint, rk4 without adjoint) steps ``(z, θ)`` as two tensors (``z``
+alone for ``"static"`` and ``"fixed"``, whose ``θ`` is a constant) and computes every
+term that depends on the input path only for many stage times in one batched call:
+``U X(s) + b``, the closed-loop controller's first layer on ``X(s)`` (its weights split
+as ``W [z, θz, X] = W_zθ [z, θz] + W_X X``), and, open loop, the whole controller
+output ``A, B`` from ``[z(0), t(s)]``. The generic path (:func:`skfwp.solver.integrate`)
+evaluates the full field on the flat state at each stage. Both give the same logits
+and gradients up to float rounding.
 """
 
 from __future__ import annotations
@@ -69,7 +79,9 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from ..fast_solver import StagePlan, integrate_fixed_grid, use_fast_path
 from ..solver import ModelField, integrate
 from .layers import mlp
 
@@ -104,9 +116,11 @@ class NCODE(nn.Module):
 
     Notes
     -----
-    ``forward(path, **solver_options)`` returns logits of shape ``(batch, n_classes)``;
-    the solver's state is ``[z, vec θ, z(0)]`` of shape ``(batch, H + H² + H)`` (the
-    parts a mode needs: ``"fixed"`` integrates ``z`` alone).
+    ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
+    ``(batch, n_classes)``; the generic solver's state is ``[z, vec θ, z(0)]`` of shape
+    ``(batch, H + H² + H)`` (the parts a mode needs: ``"fixed"`` integrates ``z``
+    alone). ``solver_backend``: ``"fast"`` (module docstring; a ValueError names the
+    setting that prevents it), ``"generic"`` or ``"auto"`` (fast where it applies).
 
     Examples
     --------
@@ -246,9 +260,82 @@ class NCODE(nn.Module):
         return self.pack(dz, self.theta_update(torch.cat(feedback, dim=-1), theta))
 
     # -- solving ----------------------------------------------------------------------------
-    def forward(self, path, **solver_options):
-        state = integrate(ModelField(self), self.initial_state(path), path, **solver_options)
-        return self.classifier(self.unpack(state)["z"])
+    def forward(self, path, solver_backend="auto", **solver_options):
+        method = solver_options.get("method", "rk4")
+        if use_fast_path(solver_backend, method, solver_options.get("adjoint", False)):
+            z_end = self.integrate_fast(path, method, solver_options.get("step_size"))
+        else:
+            state = integrate(ModelField(self), self.initial_state(path), path, **solver_options)
+            z_end = self.unpack(state)["z"]
+        return self.classifier(z_end)
+
+    def integrate_fast(self, path, method="rk4", step_size=None):
+        """``z(T_i)`` from :func:`skfwp.fast_solver.integrate_fixed_grid`, shape (batch, H).
+
+        Input terms per stage (module docstring), from one batched call per run of
+        steps: ``U X + b`` (H,) with input drive; closed loop, the controller's first
+        layer on ``X`` (width,); open loop, ``A, B`` (H, r) each.
+        """
+        H = self.hidden_size
+        z0 = self.initial(path.evaluate(0.0))
+        theta0 = None if self.control == "fixed" else self.initial_theta(z0)
+        if int(path.ends.max()) == 0:  # every case is a single observation
+            return z0
+        plan = StagePlan(path.ends, method, step_size, z0.dtype)
+        reads_path = self.input_drive or self.control == "open"
+        drive = (path.evaluate(plan.times).transpose(0, 1),) if reads_path else ()
+        control = self.controller if self.control in ("open", "closed") else None
+        if control is not None:
+            first, rest, decay = control[0], control[1:], self.decay
+        # input weights: U (with input drive), then the closed loop's W_X, in one product
+        w_in, b_in = [], []
+        if self.input_drive:
+            w_in.append(self.drive.weight)
+            b_in.append(self.drive.bias)
+        if self.control == "closed" and self.input_drive:
+            w_in.append(first.weight[:, 2 * H :])
+            b_in.append(first.bias)
+        w_in = torch.cat(w_in) if w_in else None
+        b_in = torch.cat(b_in) if b_in else None
+
+        def prepare(*x):
+            terms = []
+            if w_in is not None:
+                terms = list(F.linear(x[0], w_in, b_in).split([H, len(w_in) - H], dim=-1))
+                terms = terms if self.control == "closed" else terms[:1]
+            if self.control == "open":  # controller on [z(0), t(s)], every stage at once
+                pre = F.linear(z0, first.weight[:, :H], first.bias)  # (batch, width)
+                pre = torch.addcmul(pre, x[0][..., :1], first.weight[:, H])
+                terms += self._factors(rest(pre), squash=True)
+            return [t for t in terms if t.shape[-1] > 0]
+
+        def velocity(z, theta, terms):
+            theta_z = torch.bmm(theta, z.unsqueeze(-1)).squeeze(-1)
+            shift = terms[0] if self.input_drive else self.bias
+            return theta_z, torch.tanh(theta_z + shift) - z
+
+        def field(state, terms):
+            if control is None:
+                (z,) = state
+                return (velocity(z, theta, terms)[1],)
+            z, th = state
+            theta_z, dz = velocity(z, th, terms)
+            if self.control == "closed":
+                c = torch.cat([z, theta_z], dim=-1)
+                pre = F.linear(c, first.weight[:, : 2 * H])
+                pre = pre + (terms[-1] if self.input_drive else first.bias)
+                A, B = self._factors(rest(pre), squash=True)
+            else:
+                A, B = terms[-2:]
+            return dz, torch.baddbmm(-decay * th, A, B.transpose(-1, -2))
+
+        if control is None:
+            theta = theta0 if theta0 is not None else self.theta_base.expand(len(z0), H, H)
+            state = (z0,)
+        else:
+            state = (z0, theta0)
+        end = integrate_fixed_grid(field, state, drive, plan, prepare=prepare)
+        return end[0]
 
     def trajectory(self, path, parts=("z",), **solver_options):
         """The solution at every knot ``s = 0, 1, ..., t_end``.
