@@ -46,7 +46,7 @@ COMMON_PARAMS = {
     "time_channel": None,
     "observation_intensity": False,
     "interpolation": "hermite",
-    "logsig_window": None,
+    "logsig_window": "auto",
     "logsig_depth": 2,
     "method": "rk4",
     "step_size": None,
@@ -54,7 +54,7 @@ COMMON_PARAMS = {
     "atol": 1e-4,
     "adjoint": False,
     "max_iter": 100,
-    "batch_size": 32,
+    "batch_size": "auto",
     "learning_rate_init": 3e-3,
     "alpha": 0.0,
     "early_stopping": False,
@@ -70,8 +70,8 @@ COMMON_PARAMS = {
     "max_time": None,
     "n_threads": None,
     "max_grad_norm": None,
-    "label_smoothing": 0.0,
-    "observation_dropout": 0.0,
+    "label_smoothing": 0.1,
+    "observation_dropout": 0.3,
     "n_estimators": 1,
 }
 
@@ -403,8 +403,9 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         )
         if cls.__doc__ and "{common}" in cls.__doc__:
             # the shared parameters' and fitted attributes' docs, with this class's defaults
+            shown = {k: f'"{v}"' if isinstance(v, str) else v for k, v in defaults.items()}
             cls.__doc__ = cls.__doc__.format(
-                common=COMMON_PARAMS_DOC.format(**defaults), fitted=FITTED_ATTRIBUTES_DOC
+                common=COMMON_PARAMS_DOC.format(**shown), fitted=FITTED_ATTRIBUTES_DOC
             )
 
     # -- hooks for subclasses ------------------------------------------------------

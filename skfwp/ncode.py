@@ -24,10 +24,9 @@ class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
         z(0)  = E X(0) + e,   θ(0) = Θ + A₀ B₀ᵀ,  [A₀, B₀] = g(z(0))
 
     and the logits are a linear map of ``z(T_i)`` at each case's own final time.
-    Defaults differ from the shared ones in ``batch_size=16`` (BasicMotions' 40
-    training cases then give 300 optimiser steps in 100 epochs, not 200) and
-    ``max_grad_norm=1.0`` (as for :class:`GatedNODEClassifier`). The
-    controller sees ``[z(s), θ(s) z(s), X(s)]`` (``control="closed"``) or only
+    Defaults differ from the shared ones in ``max_grad_norm=1.0`` (as for
+    :class:`GatedNODEClassifier`). The controller sees ``[z(s), θ(s) z(s), X(s)]``
+    (``control="closed"``) or only
     ``[z(0), t]`` (``"open"``); ``"static"`` keeps ``θ(s) = θ(0)``; ``"fixed"`` uses
     one learned ``Θ`` for every case, the plain neural ODE. A data-dependent flow lets
     a state as small as ``hidden_size=2`` separate what no single flow of the plane can
@@ -93,7 +92,6 @@ class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "controller_layers": (64,),
         "input_drive": True,
         "hidden_size": 32,
-        "batch_size": 16,
         "max_grad_norm": 1.0,
     }
     _model_constraints = {
