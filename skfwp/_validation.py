@@ -127,6 +127,8 @@ def check_X(X, *, n_channels=None, return_format=False):
     input_format : str
         Only with ``return_format=True``.
     """
+    if X is None:
+        raise ValueError("X is None; a panel of time series is required.")
     if isinstance(X, (list, tuple)) and len(X) == 0:
         raise ValueError("X is an empty list: at least one case is required.")
     _refuse_nested_dataframe(X)
@@ -214,6 +216,10 @@ def check_sample_weight(sample_weight, n_cases):
         raise ValueError(f"sample_weight must be numbers, not a bool ({sample_weight!r}).")
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_cases, sample_weight)
+    if np.asarray(sample_weight).dtype.kind in "bc":
+        raise ValueError(
+            f"sample_weight must be real numbers, not {np.asarray(sample_weight).dtype} values."
+        )
     try:
         sw = np.array(sample_weight, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -235,7 +241,7 @@ def check_weight_total(weights, what):
     total = weights.sum()
     if total <= 0:
         raise ValueError(f"{what} sums to zero: no case would be learned from.")
-    if np.float32(weights.max()) == 0:
+    if weights.max() < np.finfo(np.float32).smallest_subnormal:
         raise ValueError(
             f"{what} is at most {weights.max():.3g}, which float32 (the precision of the "
             "loss) rounds to zero; multiply the weights by a common factor (only their "

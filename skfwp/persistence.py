@@ -334,7 +334,9 @@ class _ShapesOnMeta(TorchFunctionMode):
 def _classes(path, blob):
     classes = json.loads(blob["classes"])
     values, dtype = classes["values"], np.dtype(classes["dtype"])
-    if not isinstance(values, list) or dtype.kind not in _CLASS_KINDS + "O":
+    if not isinstance(values, list):
+        _refuse(path, "declares classes that are not a list of labels.")
+    if dtype.kind not in _CLASS_KINDS + "O":
         _refuse(path, f"declares classes of an unsupported dtype {dtype.str!r}.")
     if dtype.kind == "O" and not all(isinstance(v, str) for v in values):
         _refuse(path, "declares object-dtype classes that are not all strings.")
