@@ -776,8 +776,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                     )
                     return
         raise FloatingPointError(
-            "Training diverged: the model's outputs are not finite. Standardise X (e.g. "
-            "with ChannelStandardScaler) or lower learning_rate_init."
+            f"Training diverged at epoch {len(self.history_)}: the model's outputs are not "
+            "finite, even at the start of the last epochs. Standardise X (e.g. with "
+            "ChannelStandardScaler) or lower learning_rate_init."
         )
 
     def _run_epoch(self, data, order, y_t, w_t, optimizer):

@@ -411,7 +411,9 @@ def _rebuild(blob, path, device, device_, expected):
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         _refuse(path, "is not a skfwp model file.")
     version = blob.get("format_version")
-    if type(version) is not int or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        _refuse(path, f"has no valid format version ({version!r}).")
+    if version > FORMAT_VERSION:
         _refuse(
             path,
             f"has format version {version}, newer than this skfwp reads "
@@ -433,7 +435,7 @@ def _rebuild(blob, path, device, device_, expected):
         names = " or ".join(c.__name__ for c in expected)
         _refuse(path, f"holds a {cls.__name__}, not the expected {names}.")
     params = json.loads(blob["params"])
-    if not isinstance(params, dict) or set(params) != set(cls().get_params()):
+    if not isinstance(params, dict) or not set(params) <= set(cls().get_params()):
         _refuse(path, f"does not hold the parameters of {cls.__name__}.")
     params = {k: _decode(v) for k, v in params.items()}
     estimator = cls(**params)

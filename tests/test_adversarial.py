@@ -688,7 +688,8 @@ LOAD_CASES = [
     ("state-dict-a-list", _entry("state_dict", [1, 2], resign=False), "no state_dict"),
     ("blob-a-list", lambda blob: [1, 2], "is not a skfwp model file"),
     ("format-other", _entry("format", "pickle"), "is not a skfwp model file"),
-    ("format-version-bool", _entry("format_version", True), "format version True"),
+    ("format-version-bool", _entry("format_version", True), r"no valid format version \(True\)"),
+    ("format-version-0", _entry("format_version", 0), r"no valid format version \(0\)"),
     ("format-version-newer", _entry("format_version", FORMAT_VERSION + 1), "newer"),
     ("sha256-missing", lambda blob: {k: v for k, v in blob.items() if k != "sha256"}, "sha256"),
     # not re-signed: the digest catches what was changed
@@ -758,6 +759,16 @@ def _round_trip_pickled(clf, path, tmp_path):
     np.testing.assert_array_equal(restored.predict_proba(X0), clf.predict_proba(X0))
 
 
+def _older_file_missing_a_parameter(clf, path, tmp_path):
+    """A parameter added after the file was written takes its default."""
+    blob = torch.load(path, weights_only=True)
+    blob = _json_edit("params", lambda p: p.pop("verbose"))(blob)
+    torch.save(blob, tmp_path / "older.pt")
+    loaded = skfwp.load(tmp_path / "older.pt")
+    assert loaded.verbose == 0
+    np.testing.assert_array_equal(loaded.predict_proba(X0), clf.predict_proba(X0))
+
+
 LOAD_USES = [
     ("truncated", _bytes_edit(lambda d, clf: d[: len(d) // 2])),
     ("empty-file", _bytes_edit(lambda d, clf: b"")),
@@ -767,6 +778,7 @@ LOAD_USES = [
     ("expected-class-not-a-class", _load_expected_not_a_class),
     ("device-meta", _load_on_meta),
     ("loaded-then-pickled", _round_trip_pickled),
+    ("older-file-missing-a-parameter", _older_file_missing_a_parameter),
 ]
 
 
