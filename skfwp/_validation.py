@@ -23,10 +23,16 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, column_or_1d
 
-__all__ = ["check_X", "check_sample_weight", "check_y"]
+__all__ = ["FLOAT32_LIMIT", "check_X", "check_float32_range", "check_sample_weight", "check_y"]
+
+#: The largest absolute input value the models accept. They compute in float32 (largest
+#: value ~3.4e38), and the spline coefficients of the path are differences and small
+#: multiples of the values, so inputs stay 100 times below float32's limit.
+FLOAT32_LIMIT = 1e36
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _as_float_array(a, *, what):
+def _as_float_array(a, *, what, min_features=1):
     """``check_array`` with the settings of a time series value array."""
     return check_array(
         a,
@@ -35,6 +41,7 @@ def _as_float_array(a, *, what):
         allow_nd=True,
         ensure_2d=False,
         ensure_min_samples=0,
+        ensure_min_features=min_features,
         input_name=what,
         copy=True,
     )
@@ -46,7 +53,7 @@ def _stack_ragged(cases):
         raise ValueError("X is an empty list: at least one case is required.")
     arrays = []
     for i, case in enumerate(cases):
-        a = _as_float_array(case, what=f"X[{i}]")
+        a = _as_float_array(case, what=f"X[{i}]", min_features=0)  # zero length: see below
         if a.ndim == 1:
             a = a[None, :]
         if a.ndim != 2:
@@ -68,6 +75,34 @@ def _stack_ragged(cases):
     for i, a in enumerate(arrays):
         out[i, :, : a.shape[1]] = a
     return out
+
+
+def _refuse_nested_dataframe(X):
+    """An sktime ``nested_univ`` DataFrame (a series in each cell) gets a clear error."""
+    if not (hasattr(X, "iloc") and hasattr(X, "columns") and X.ndim == 2 and X.size):
+        return
+    first = X.iloc[0, 0]
+    if hasattr(first, "__len__") and not isinstance(first, (str, bytes)):
+        raise ValueError(
+            "X is a DataFrame with a series in each cell (sktime's nested_univ format); "
+            "the scikit-learn estimators take numpy arrays. Use the sktime adapters in "
+            "skfwp.sktime, or convert X to a 3D array first, e.g. "
+            "sktime.datatypes.convert_to(X, to_type='numpy3D')."
+        )
+
+
+def check_float32_range(X):
+    """Refuse a validated ``X`` holding values beyond :data:`FLOAT32_LIMIT`, naming the cases."""
+    with np.errstate(invalid="ignore"):
+        too_big = np.abs(X) > FLOAT32_LIMIT  # NaN compares False
+    if too_big.any():
+        cases = np.flatnonzero(too_big.any(axis=(1, 2)))
+        raise ValueError(
+            f"Case(s) {cases[:10].tolist()} of X hold values beyond +-{FLOAT32_LIMIT:.0e} "
+            f"(largest |value| {np.nanmax(np.abs(X)):.3g}); the models compute in float32 "
+            f"(largest value {_FLOAT32_MAX:.3g}) and would overflow. Rescale X, e.g. with "
+            "skfwp.ChannelStandardScaler."
+        )
 
 
 def check_X(X, *, n_channels=None, return_format=False):
@@ -92,7 +127,12 @@ def check_X(X, *, n_channels=None, return_format=False):
     input_format : str
         Only with ``return_format=True``.
     """
-    if isinstance(X, (list, tuple)) and len(X) > 0 and not np.isscalar(X[0]):
+    if X is None:
+        raise ValueError("X is None; a panel of time series is required.")
+    if isinstance(X, (list, tuple)) and len(X) == 0:
+        raise ValueError("X is an empty list: at least one case is required.")
+    _refuse_nested_dataframe(X)
+    if isinstance(X, (list, tuple)) and not np.isscalar(X[0]):
         first = np.asarray(X[0], dtype=object)
         ragged = first.ndim >= 1 and len({np.shape(c) for c in X}) > 1
     else:
@@ -150,24 +190,67 @@ def check_y(y, n_cases):
         raise ValueError("y contains NaN or infinity; every case needs a finite label.")
     if y.dtype.kind == "O" and any(isinstance(v, numbers.Real) and not np.isfinite(v) for v in y):
         raise ValueError("y contains NaN or infinity; every case needs a finite label.")
+    if y.dtype.kind == "O":
+        kinds = {
+            "str" if isinstance(v, str) else "number" if isinstance(v, numbers.Number) else "other"
+            for v in y
+        }
+        if len(kinds) > 1:
+            raise ValueError(
+                f"y mixes labels of different types ({', '.join(sorted(kinds))}); labels must "
+                "be all strings or all numbers, as they are sorted into classes_."
+            )
     check_classification_targets(y)
     return y
 
 
 def check_sample_weight(sample_weight, n_cases):
-    """Validate sample weights: ``None`` -> ones; otherwise a finite, non-negative 1D array."""
+    """Validate sample weights: ``None`` -> ones; otherwise a finite, non-negative 1D array.
+
+    A scalar is one weight for every case, validated as an array is. Weights whose sum
+    overflows float32 (the precision of the loss) are refused: only their ratios matter.
+    """
     if sample_weight is None:
         return np.ones(n_cases)
+    if isinstance(sample_weight, (bool, np.bool_)):
+        raise ValueError(f"sample_weight must be numbers, not a bool ({sample_weight!r}).")
     if isinstance(sample_weight, numbers.Number):
-        return np.full(n_cases, float(sample_weight))
-    sw = np.asarray(sample_weight, dtype=np.float64).copy()
+        sample_weight = np.full(n_cases, sample_weight)
+    if np.asarray(sample_weight).dtype.kind in "bc":
+        raise ValueError(
+            f"sample_weight must be real numbers, not {np.asarray(sample_weight).dtype} values."
+        )
+    try:
+        sw = np.array(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sample_weight must be an array of numbers: {exc}") from None
     if sw.ndim != 1 or sw.shape[0] != n_cases:
         raise ValueError(
             f"sample_weight must have shape ({n_cases},) (one weight per case); "
             f"got shape {sw.shape}."
         )
-    if not np.isfinite(sw).all() or (sw < 0).any():
-        raise ValueError("sample_weight must be finite and non-negative.")
-    if sw.sum() <= 0:
-        raise ValueError("sample_weight sums to zero: no case would be learned from.")
-    return sw
+    if not np.isfinite(sw).all():
+        raise ValueError("sample_weight must be finite and non-negative; it holds NaN or infinity.")
+    if (sw < 0).any():
+        raise ValueError(f"sample_weight must be finite and non-negative; it holds {sw.min():.3g}.")
+    return check_weight_total(sw, "sample_weight")
+
+
+def check_weight_total(weights, what):
+    """Refuse per-case weights that sum to zero, or beyond what float32 can hold."""
+    total = weights.sum()
+    if total <= 0:
+        raise ValueError(f"{what} sums to zero: no case would be learned from.")
+    if weights.max() < np.finfo(np.float32).smallest_subnormal:
+        raise ValueError(
+            f"{what} is at most {weights.max():.3g}, which float32 (the precision of the "
+            "loss) rounds to zero; multiply the weights by a common factor (only their "
+            "ratios matter)."
+        )
+    if not total <= _FLOAT32_MAX:
+        raise ValueError(
+            f"{what} sums to {total:.3g}, beyond float32's range ({_FLOAT32_MAX:.3g}), in "
+            "which the loss is computed; divide the weights by a common factor (only "
+            "their ratios matter)."
+        )
+    return weights

@@ -23,11 +23,17 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_sample_weight, check_X, check_y
+from ._validation import (
+    check_float32_range,
+    check_sample_weight,
+    check_weight_total,
+    check_X,
+    check_y,
+)
 from .nn.ensemble import SeedEnsemble
 from .path import INTERPOLATIONS, InputPath
 from .solver import METHODS
@@ -264,12 +270,47 @@ def _resolve_device(device):
         device = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"device={device!r} is not a torch device: {exc}") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(
+            f"device={str(device)!r} cannot hold a model's weights and data (a "
+            f"{device.type!r} tensor has no values); use 'cpu', 'cuda' or 'auto'."
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={str(device)!r} was requested but CUDA is not available here; "
             "use device='cpu' or 'auto'."
         )
     return device
+
+
+class _FittedState:
+    """An estimator's fitted attributes, put back by :meth:`restore` when a fit fails.
+
+    A warm start trains ``module_`` and extends ``history_`` in place, so their
+    contents are copied too; a fresh fit builds new objects and leaves the old ones be.
+    """
+
+    def __init__(self, estimator, warm):
+        self.attrs = _fitted_attributes(estimator)
+        module = self.attrs.get("module_") if warm else None
+        self.weights = None if module is None else copy.deepcopy(module.state_dict())
+        self.lists = {k: list(v) for k, v in self.attrs.items() if isinstance(v, list)}
+
+    def restore(self, estimator):
+        for name in _fitted_attributes(estimator):
+            delattr(estimator, name)
+        for name, value in self.attrs.items():
+            setattr(estimator, name, value)
+        for name, contents in self.lists.items():
+            self.attrs[name][:] = contents
+        if self.weights is not None:
+            module = self.attrs["module_"]
+            module.load_state_dict(self.weights)
+            module.to(self.attrs["device_"]).eval()
+
+
+def _fitted_attributes(estimator):
+    return {k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("_")}
 
 
 @contextlib.contextmanager
@@ -420,6 +461,27 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     def _check_params(self):
         """Cross-parameter checks beyond ``_parameter_constraints`` (override to add)."""
 
+    def _check_common_params(self):
+        """What ``_parameter_constraints`` cannot say: no bool for a number, callable callbacks.
+
+        scikit-learn's constraints take ``True`` for an int (bool is an Integral).
+        """
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) and not {"boolean", "verbose"} & {
+                c for c in constraints if isinstance(c, str)
+            }:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a number, not "
+                    f"a bool ({value!r})."
+                )
+        for i, callback in enumerate(self.callbacks or ()):
+            if not callable(callback):
+                raise InvalidParameterError(
+                    f"callbacks must be callables callback(estimator, record); callbacks[{i}] "
+                    f"is {callback!r} ({type(callback).__name__})."
+                )
+
     def _check_layer_widths(self):
         for name in self._layer_params:
             widths = getattr(self, name)
@@ -505,9 +567,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         self
         """
         self._validate_params()
+        self._check_common_params()
         self._check_layer_widths()
         self._check_params()
         X, lengths = check_X(X)
+        check_float32_range(X)
         y = check_y(y, X.shape[0])
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         classes, y_index = np.unique(y, return_inverse=True)
@@ -516,6 +580,10 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 "The training data must contain at least 2 classes; it contains only "
                 f"one class: {classes[0]!r}."
             )
+        weights = check_weight_total(
+            sample_weight * self._class_weights(y_index, classes),
+            "sample_weight times class_weight",
+        )
         device = _resolve_device(self.device)
         warm = self.warm_start and hasattr(self, "module_")
         if warm and (
@@ -524,37 +592,44 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             raise ValueError(
                 "warm_start=True needs the same classes and channels as the previous fit."
             )
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if self.random_state is None:  # fresh entropy: numpy's global generator untouched
+            seed = int(np.random.default_rng().integers(np.iinfo(np.int32).max))
+        else:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         rng = np.random.default_rng(seed)
-        if not warm:
-            input_path = InputPath(
-                self.time_channel,
-                self.observation_intensity,
-                self.interpolation,
-                self._window(lengths),
-                self.logsig_depth,
-            )
-            data = input_path.fit_transform(X, lengths)
-        else:
-            input_path = self.input_path_
-            data = input_path.transform(X, lengths)
-        self.input_path_ = input_path  # before _build_module, which may read its scales
-        if warm:
-            module = self.module_
-        else:
-            module = self._new_module(seed, input_path.n_path_channels_, len(classes))
-        self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
-        self.device_ = device
-        self.module_ = module.to(device)
-        weights = sample_weight * self._class_weights(y_index, len(classes))
+        previous = _FittedState(self, warm)
         try:
+            if not warm:
+                input_path = InputPath(
+                    self.time_channel,
+                    self.observation_intensity,
+                    self.interpolation,
+                    self._window(lengths),
+                    self.logsig_depth,
+                )
+                data = input_path.fit_transform(X, lengths)
+            else:
+                input_path = self.input_path_
+                data = input_path.transform(X, lengths)
+            self.input_path_ = input_path  # before _build_module, which may read its scales
+            if warm:
+                module = self.module_
+            else:
+                module = self._new_module(seed, input_path.n_path_channels_, len(classes))
+            self.classes_ = classes
+            self.n_features_in_ = X.shape[1]
+            self.device_ = device
+            self.module_ = module.to(device)
             with _torch_threads(self.n_threads):
                 self._train(data, y_index, weights, rng, self._epoch_data(data, X, lengths))
-        except Exception:
-            if not warm:  # a failed fit leaves no half-fitted estimator behind
-                for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
-                    delattr(self, name)
+        except BaseException as exc:  # a failed fit leaves the estimator as it was
+            previous.restore(self)
+            if isinstance(exc, KeyboardInterrupt):
+                warnings.warn(
+                    "fit interrupted outside training; the estimator is left as it was.",
+                    UserWarning,
+                    stacklevel=2,
+                )
             raise
         return self
 
@@ -593,18 +668,27 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             return high
         return int(min(max(math.ceil(n_train / AUTO_BATCH_DIVISOR), low), high))
 
-    def _class_weights(self, y_index, n_classes):
-        """Per-case weight from ``class_weight``."""
+    def _class_weights(self, y_index, classes):
+        """Per-case weight from ``class_weight``; its values must be finite and >= 0."""
         if self.class_weight is None:
             return np.ones(len(y_index))
         if self.class_weight == "balanced":
-            per_class = compute_class_weight("balanced", classes=np.arange(n_classes), y=y_index)
+            per_class = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_index)
         else:
-            lookup = {label: i for i, label in enumerate(self.classes_)}
-            per_class = np.ones(n_classes)
+            lookup = {label: i for i, label in enumerate(classes)}
+            per_class = np.ones(len(classes))
             for label, w in self.class_weight.items():
                 if label not in lookup:
                     raise ValueError(f"class_weight names {label!r}, which is not a class of y.")
+                if (
+                    isinstance(w, (bool, np.bool_))
+                    or not isinstance(w, numbers.Real)
+                    or not 0 <= w < np.inf
+                ):
+                    raise ValueError(
+                        f"class_weight[{label!r}] is {w!r}; a class weight must be a finite, "
+                        "non-negative number."
+                    )
                 per_class[lookup[label]] = w
         return per_class[y_index]
 
@@ -632,7 +716,12 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
     def _batch_logits(self, data, index):
         """Member logits ``(n_members, batch, n_classes)`` (one member without an ensemble)."""
         path = data.batch(index, self.device_)
-        logits = self.module_(path, **self._solver_options())
+        try:
+            logits = self.module_(path, **self._solver_options())
+        except AssertionError as exc:  # torchdiffeq's adaptive solvers: "underflow in dt"
+            if "underflow" not in str(exc):
+                raise
+            raise _NonFiniteStep(f"the adaptive solver's step size underflowed ({exc})") from None
         return logits if logits.dim() == 3 else logits.unsqueeze(0)
 
     @staticmethod
@@ -651,7 +740,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         weights it started from, divides the learning rate by 10 and runs the epoch
         again (at most ``_MAX_RETRIES`` times per fit, then a ``FloatingPointError``
         naming the epoch); Ctrl-C keeps the best weights so far and warns; callbacks and
-        ``max_time`` end training cleanly after an epoch.
+        ``max_time`` end training cleanly after an epoch. The rollback goes back one epoch
+        more when the epoch began on weights that overflow, and training ends on weights
+        whose outputs are finite (:meth:`_ensure_finite`).
         """
         module = self.module_
         train_idx, val_idx = self._split(y_index, rng)
@@ -667,13 +758,14 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             self.history_ = []
         monitor_val = val_idx is not None
         best_key, best_state, stall, retries = None, None, 0, 0
+        good = older = None  # the weights at the start of this epoch and of the one before
         self.best_epoch_ = 0
         started, epoch, stop_reason = time.perf_counter(), 0, None
         try:
             while epoch < self.max_iter:
                 epoch += 1
                 start = time.perf_counter()
-                good = copy.deepcopy((module.state_dict(), optimizer.state_dict()))
+                older, good = good, copy.deepcopy((module.state_dict(), optimizer.state_dict()))
                 try:
                     train_data = data if epoch_data is None else epoch_data(rng)
                     order = rng.permutation(train_idx)
@@ -688,6 +780,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                         ) from None
                     module.load_state_dict(good[0])
                     optimizer.load_state_dict(good[1])
+                    if older is not None and not self._outputs_finite(data, train_idx):
+                        module.load_state_dict(older[0])  # the last step of the epoch before
+                        optimizer.load_state_dict(older[1])  # made weights that overflow
                     for group in optimizer.param_groups:
                         group["lr"] *= 0.1
                     warnings.warn(
@@ -742,13 +837,54 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             stop_reason = "KeyboardInterrupt"
         if best_state is not None:
             module.load_state_dict(best_state)
+        self._ensure_finite(data, train_idx, good, older)
         module.eval()
         self.n_iter_ = len(self.history_)
         self.stop_reason_ = stop_reason
         self.loss_curve_ = [r["loss"] for r in self.history_]
         if monitor_val:
             self.validation_scores_ = [r["val_accuracy"] for r in self.history_]
-            self.best_validation_score_ = float(best_key[0])
+            # nan when interrupted before the first epoch ended
+            self.best_validation_score_ = float(best_key[0]) if best_key else float("nan")
+
+    @torch.no_grad()
+    def _outputs_finite(self, data, train_idx):
+        """Whether the module's logits on the first training batch are finite."""
+        was_training = self.module_.training
+        self.module_.eval()
+        try:
+            logits = self._batch_logits(data, train_idx[: self._batch_size(len(train_idx))])
+        except _NonFiniteStep:
+            return False
+        finally:
+            self.module_.train(was_training)
+        return bool(torch.isfinite(logits).all())
+
+    def _ensure_finite(self, data, train_idx, *fallbacks):
+        """End training on weights whose outputs are finite.
+
+        Each step's weights are checked by the next step's forward; the last step's
+        (or kept best's) are checked here. When they overflow, the latest epoch start in
+        ``fallbacks`` (``(state_dict, optimizer state)`` or None) whose do not is loaded.
+        """
+        if self._outputs_finite(data, train_idx):
+            return
+        for fallback in fallbacks:
+            if fallback is not None:
+                self.module_.load_state_dict(fallback[0])
+                if self._outputs_finite(data, train_idx):
+                    warnings.warn(
+                        "training ended on weights whose outputs are not finite; they were "
+                        "rolled back to the start of the last epoch whose outputs are.",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+                    return
+        raise FloatingPointError(
+            f"Training diverged at epoch {len(self.history_)}: the model's outputs are not "
+            "finite, even at the start of the last epochs. Standardise X (e.g. with "
+            "ChannelStandardScaler) or lower learning_rate_init."
+        )
 
     def _run_epoch(self, data, order, y_t, w_t, optimizer):
         """One pass over ``order``; returns the weighted mean loss."""
@@ -813,6 +949,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
     def _logits(self, X):
         check_is_fitted(self)
         X, lengths = check_X(X, n_channels=self.n_features_in_)
+        check_float32_range(X)
         self.module_.eval()
         batch_size = self._batch_size()
         chunk = max(batch_size, 256)  # cases turned into spline coefficients at once
@@ -822,8 +959,27 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
                 for b in range(0, len(data), batch_size):
                     index = np.arange(b, min(b + batch_size, len(data)))
-                    out.append(self._combine(self._batch_logits(data, index)).double().cpu())
-        return torch.cat(out)
+                    out.append(self._predict_batch(data, index))
+        logits = torch.cat(out)
+        bad = np.flatnonzero(~torch.isfinite(logits).all(dim=1).numpy())
+        if bad.size:
+            raise ValueError(
+                f"The model's output is not finite for case(s) {bad[:10].tolist()} of X "
+                f"(largest |value| there {np.nanmax(np.abs(X[bad])):.3g}): they lie too far "
+                "outside the training data's range for float32 arithmetic. Rescale X as "
+                "the training data was (e.g. with the same ChannelStandardScaler)."
+            )
+        return logits
+
+    def _predict_batch(self, data, index):
+        """Logits of one batch; a case that breaks the solver gets a row of NaN, alone."""
+        try:
+            return self._combine(self._batch_logits(data, index)).double().cpu()
+        except _NonFiniteStep:
+            if len(index) == 1:
+                return torch.full((1, len(self.classes_)), torch.nan, dtype=torch.float64)
+            rows = [self._predict_batch(data, index[i : i + 1]) for i in range(len(index))]
+            return torch.cat(rows)
 
     def predict_proba(self, X):
         """Class probabilities, ``ndarray of shape (n_cases, n_classes)``; rows sum to 1."""

@@ -268,3 +268,198 @@ def test_grid_search_on_dask_local_cluster_matches_n_jobs_1(fitted):
         local.cv_results_["mean_test_score"], remote.cv_results_["mean_test_score"]
     )
     np.testing.assert_array_equal(local.predict_proba(X), remote.predict_proba(X))
+
+
+# -- issue 14: no NaN answers, no half-states (each test failed before its fix) --------
+
+
+def _quiet_fit(model, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return model.fit(X, y)
+
+
+@pytest.mark.parametrize("max_iter", [1, 3])
+def test_cause1_fit_never_returns_a_model_that_answers_nan(fitted, max_iter):
+    """Adam at lr=1e30 leaves finite weights whose forward overflows: refused or rolled back."""
+    clf, X, y = fitted
+    model = clone(clf).set_params(learning_rate_init=1e30, max_iter=max_iter)
+    try:
+        _quiet_fit(model, X, y)
+    except FloatingPointError as exc:
+        assert re.search(r"diverged at epoch \d+", str(exc))
+        with pytest.raises(NotFittedError):
+            model.predict(X)
+        return
+    assert np.isfinite(model.predict_proba(X)).all()
+
+
+def test_cause1_rollback_goes_back_past_the_step_that_made_the_bad_weights(fitted, monkeypatch):
+    """Epoch 1 ends on finite weights whose forward overflows. The rollback must return
+    to the weights before them, the start of epoch 1 (before: it restored the start of
+    epoch 2, the bad weights, so every retry failed and the fit raised)."""
+    clf, X, y = fitted
+    model = clone(clf).set_params(max_iter=3, n_iter_no_change=100)
+    calls = {"n": 0}
+    original = type(model)._run_epoch
+
+    def poisoned_last_step(self, *args):
+        loss = original(self, *args)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            with torch.no_grad():
+                for p in self.module_.parameters():
+                    p.fill_(3e38)  # finite float32, overflows any sum of two products
+        return loss
+
+    monkeypatch.setattr(type(model), "_run_epoch", poisoned_last_step)
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        model.fit(X, y)
+    assert model.n_iter_ == 3
+    assert model.history_[1]["learning_rate"] == pytest.approx(0.1 * clf.learning_rate_init)
+    assert np.isfinite(model.predict_proba(X)).all()
+
+
+def test_cause2_solver_underflow_names_the_case_and_spares_the_batch(fitted, monkeypatch):
+    """torchdiffeq's ``AssertionError: underflow in dt`` on one case of a batch."""
+    clf, X, _ = fitted
+    model = pickle.loads(pickle.dumps(clf))
+    expected = model.predict_proba(X[:3])
+    X_bad = X[:3].copy()
+    X_bad[1] *= 1e20
+    forward = type(model.module_).forward
+
+    def underflow(module, path, **options):
+        if path.coeffs.abs().max() > 1e10:
+            raise AssertionError("underflow in dt 0.0")
+        return forward(module, path, **options)
+
+    monkeypatch.setattr(type(model.module_), "forward", underflow)
+    with pytest.raises(ValueError, match=r"not finite for case\(s\) \[1\]"):
+        model.predict_proba(X_bad)
+    np.testing.assert_array_equal(model.predict_proba(X[:3]), expected)
+
+
+def test_cause2_nonfinite_logits_raise_instead_of_answering_classes_0(fitted, monkeypatch):
+    clf, X, _ = fitted
+    model = pickle.loads(pickle.dumps(clf))
+    forward = type(model.module_).forward
+
+    def nan_for_case_2(module, path, **options):
+        logits = forward(module, path, **options)
+        if len(logits) == len(X):
+            logits[2] = float("nan")
+        return logits
+
+    monkeypatch.setattr(type(model.module_), "forward", nan_for_case_2)
+    for method in (model.predict, model.predict_proba, model.decision_function):
+        with pytest.raises(ValueError, match=r"not finite for case\(s\) \[2\]"):
+            method(X)
+
+
+def test_cause5_load_predicts_bit_identically_after_set_params_and_warm_refit(fitted, tmp_path):
+    clf, X, y = fitted
+    model = pickle.loads(pickle.dumps(clf))
+    model.set_params(interpolation="linear")  # the fitted path stays hermite
+    model.save(tmp_path / "a.pt")
+    np.testing.assert_array_equal(
+        skfwp.load(tmp_path / "a.pt").predict_proba(X), model.predict_proba(X)
+    )
+    warm = clone(clf).set_params(max_iter=1, warm_start=True).fit(X, y)
+    warm.set_params(interpolation="rectilinear", observation_intensity=True).fit(X, y)
+    warm.save(tmp_path / "b.pt")
+    np.testing.assert_array_equal(
+        skfwp.load(tmp_path / "b.pt").predict_proba(X), warm.predict_proba(X)
+    )
+
+
+def test_cause8_save_to_a_missing_folder_or_onto_a_folder_raises_oserror(fitted, tmp_path):
+    clf, _, _ = fitted
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        clf.save(tmp_path / "missing" / "model.pt")
+    with pytest.raises(IsADirectoryError, match="onto a folder"):
+        clf.save(tmp_path)
+
+
+def test_cause9_object_string_labels_from_pandas_save_and_load(fitted, tmp_path):
+    pd = pytest.importorskip("pandas")
+    clf, X, y = fitted
+    model = clone(clf).set_params(max_iter=1).fit(X, pd.Series(list(y), dtype=object))
+    assert model.classes_.dtype == object
+    model.save(tmp_path / "model.pt")
+    loaded = skfwp.load(tmp_path / "model.pt")
+    assert loaded.classes_.dtype == object and list(loaded.classes_) == ["down", "up"]
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_cause10_interrupt_in_the_first_epoch_with_early_stopping(fitted, monkeypatch):
+    """Before: TypeError ('NoneType' object is not subscriptable), every attribute gone."""
+    clf, X, y = fitted
+    model = clone(clf).set_params(early_stopping=True, validation_fraction=0.25, max_iter=5)
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model), "_run_epoch", interrupted)
+    with pytest.warns(UserWarning, match="interrupted during epoch 1"):
+        model.fit(X, y)
+    assert model.n_iter_ == 0 and model.stop_reason_ == "KeyboardInterrupt"
+    assert np.isnan(model.best_validation_score_)
+    proba = model.predict_proba(X)
+    assert np.isfinite(proba).all() and proba.shape == (len(X), 2)
+
+
+def test_cause10_interrupt_before_training_leaves_the_previous_model(fitted, monkeypatch):
+    clf, X, y = fitted
+    model = pickle.loads(pickle.dumps(clf))
+    expected = model.predict_proba(X)
+    model.set_params(interpolation="linear")
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model), "_new_module", interrupted)
+    with pytest.warns(UserWarning, match="left as it was"), pytest.raises(KeyboardInterrupt):
+        model.fit(X, y)
+    assert model.input_path_.interpolation == clf.input_path_.interpolation
+    np.testing.assert_array_equal(model.predict_proba(X), expected)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["refit", "warm"])
+def test_cause11_a_failed_refit_leaves_the_estimator_as_it_was(fitted, monkeypatch, warm):
+    clf, X, y = fitted
+    model = pickle.loads(pickle.dumps(clf)).set_params(warm_start=warm, max_iter=3)
+    expected, history = model.predict_proba(X), list(model.history_)
+    names = set(vars(model))
+    if not warm:  # the new input path has more channels than the old module reads
+        model.set_params(observation_intensity=True)
+
+        def fails(self, *args):
+            raise RuntimeError("out of memory")
+
+        monkeypatch.setattr(type(model), "_build_module", fails)
+    else:  # one epoch trains the module in place, then training fails
+        original, calls = type(model)._run_epoch, []
+
+        def fails(self, *args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("out of memory")
+            return original(self, *args)
+
+        monkeypatch.setattr(type(model), "_run_epoch", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.fit(X, y)
+    monkeypatch.undo()
+    assert set(vars(model)) == names
+    assert model.history_ == history
+    np.testing.assert_array_equal(model.predict_proba(X), expected)
+
+
+def test_cause16_random_state_none_leaves_numpy_global_rng_untouched(fitted):
+    clf, X, y = fitted
+    before = np.random.get_state()
+    clone(clf).set_params(random_state=None, max_iter=1).fit(X, y)
+    after = np.random.get_state()
+    assert after[1].tolist() == before[1].tolist() and after[2:] == before[2:]
