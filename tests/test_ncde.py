@@ -163,3 +163,13 @@ def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
     model = _model(ip.n_path_channels_).double()
     monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 0)  # chunks of ⌈√n⌉ steps
     assert_fast_matches_generic(model, path, method, 0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_fast_path_on_cuda_matches_generic(method):
+    ip, path = make_path(9, [8, 5, 3], random_state=3)
+    path = type(path)(path.coeffs.cuda(), path.ends.cuda(), path.interpolation)
+    model = _model(ip.n_path_channels_).double().cuda()
+    assert_fast_matches_generic(model, path, method, 0.5)
