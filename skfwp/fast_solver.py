@@ -57,11 +57,11 @@ fixed-grid solvers) up to float rounding:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch.autograd.function import once_differentiable
-from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "CHUNK_MEMORY",
@@ -520,7 +520,49 @@ def _rk_steps(field, z, terms, dt, tableau, plan, n0, out):
     return z
 
 
-def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=None):
+class _Recomputed(torch.autograd.Function):
+    """``run(*state)`` without a graph in the forward; the backward runs it again with one.
+
+    ``inputs``: the leaf tensors (parameters) whose gradients ``run`` contributes to,
+    directly or through tensors computed from them before the chunk; the backward
+    differentiates the recomputed outputs with respect to them and to the state.
+    Unlike :func:`torch.utils.checkpoint.checkpoint`, the forward records no
+    autograd nodes at all: their many small long-lived allocations, between the
+    chunk's freed state-sized tensors, kept the allocator from reusing the heap (an
+    N-CODE step at T=18,000 peaked at 18 GB).
+    """
+
+    @staticmethod
+    def forward(ctx, run, n_state, *tensors):
+        ctx.run, ctx.n_state = run, n_state
+        ctx.save_for_backward(*tensors[:n_state])
+        ctx.inputs = tensors[n_state:]
+        with torch.no_grad():
+            return run(*tensors[:n_state])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        state = [z.detach().requires_grad_(True) for z in ctx.saved_tensors]
+        inputs = [x for x in ctx.inputs if x.requires_grad]
+        with torch.enable_grad():
+            outs = ctx.run(*state)
+        keep = [i for i, o in enumerate(outs) if o.requires_grad]
+        # retain_graph: the recomputation reaches the leaves through tensors computed
+        # before the chunks (weight slices, θ(0)), whose nodes every chunk shares
+        got = torch.autograd.grad(
+            [outs[i] for i in keep],
+            state + inputs,
+            [grads[i] for i in keep],
+            allow_unused=True,
+            retain_graph=True,
+        )
+        got = iter(got)
+        state_grads = [next(got) for _ in state]
+        input_grads = [next(got) if x.requires_grad else None for x in ctx.inputs]
+        return None, None, *state_grads, *input_grads
+
+
+def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=None, inputs=()):
     """Solve ``dz/ds = field(z, u(s))`` on the fixed grid of ``plan``; read each case at ``T_i``.
 
     The model's field depends on the input path only through input terms ``u(s)``
@@ -532,9 +574,9 @@ def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=Non
     (:class:`StagePlan`; euler reads the input at the step's end). The state is a
     tuple of tensors, each of shape (batch, ...).
 
-    Long runs go in chunks of steps, each computed under
-    :func:`torch.utils.checkpoint.checkpoint` when gradients are on (the backward
-    recomputes one chunk at a time), so memory grows with the chunk, not the series.
+    Long runs go in chunks of steps; with gradients on, each chunk's forward records
+    no graph and its backward recomputes it (:class:`_Recomputed`), so memory grows
+    with the chunk, not the series.
     A chunk has ``max(⌈√n_steps⌉, FIXED_GRID_MEMORY // (batch · step_bytes))`` steps.
 
     Parameters
@@ -552,8 +594,12 @@ def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=Non
         ``prepare(*stage_drive) -> tuple of input terms``, each argument and result of
         shape (n_stages, n, batch, ...); None: the drive itself.
     step_bytes : int or None
-        Estimated bytes one step keeps for the backward per case (None: from the
-        state's size).
+        Estimated bytes one step keeps for the backward per case (None: four copies
+        of the state per stage).
+    inputs : sequence of Tensor
+        The leaf tensors (the model's parameters) that ``field`` and ``prepare`` read
+        from their closures, directly or through tensors computed from them before
+        this call; needed when the run is chunked.
 
     Returns
     -------
@@ -563,7 +609,7 @@ def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=Non
     z0 = tuple(z0)
     if step_bytes is None:
         per_case = sum(z.numel() // max(len(z), 1) for z in z0)
-        step_bytes = 16 * len(plan.tableau[0]) * per_case * z0[0].element_size()
+        step_bytes = 4 * len(plan.tableau[0]) * per_case * z0[0].element_size()
     batch = len(z0[0])
     n_steps = plan.n_steps
     size = max(math.ceil(math.sqrt(n_steps)), FIXED_GRID_MEMORY // max(batch * step_bytes, 1))
@@ -575,6 +621,7 @@ def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=Non
             out[p] = out[p].index_add(0, cases, weights.view(-1, *[1] * (z.dim() - 1)) * z[cases])
 
     def chunk(n0, n1, *z):
+        z = z[:parts]
         stage_drive = [torch.stack(plan.stages(x, n0, n1)) for x in drive]
         terms = tuple(stage_drive) if prepare is None else tuple(prepare(*stage_drive))
         acc = [torch.zeros_like(zp) for zp in z]
@@ -585,7 +632,8 @@ def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=Non
     for n0 in range(0, n_steps, size):
         n1 = min(n0 + size, n_steps)
         if torch.is_grad_enabled() and size < n_steps:
-            res = checkpoint(chunk, n0, n1, *z, use_reentrant=False)
+            run = functools.partial(chunk, n0, n1)
+            res = _Recomputed.apply(run, parts, *z, *drive, *inputs)
         else:
             res = chunk(n0, n1, *z)
         z = res[:parts]

@@ -49,7 +49,8 @@ def assert_fast_matches_generic(model, path, method, step_size, rtol=1e-6):
     out = {}
     for backend in ("fast", "generic"):
         logits = model(path, solver_backend=backend, method=method, step_size=step_size)
-        weight = torch.linspace(-1.0, 2.0, logits.numel(), dtype=logits.dtype).view_as(logits)
+        weight = torch.linspace(-1.0, 2.0, logits.numel(), dtype=logits.dtype)
+        weight = weight.to(logits.device).view_as(logits)
         grads = torch.autograd.grad((logits * weight).sum(), params, allow_unused=True)
         out[backend] = (logits.detach(), grads)
     (fast, g_fast), (generic, g_generic) = out["fast"], out["generic"]

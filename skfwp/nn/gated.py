@@ -158,7 +158,11 @@ class GatedNODE(nn.Module):
 
         plan = StagePlan(path.ends, method, step_size, h0.dtype)
         x = path.evaluate(plan.times).transpose(0, 1)  # (n_times, batch, K)
-        (h_end,) = integrate_fixed_grid(field, (h0,), (x,), plan, prepare=prepare)
+        step_bytes = len(plan.tableau[0]) * (3 * len(weight) + 6 * H) * h0.element_size()
+        inputs = tuple(self.parameters())
+        (h_end,) = integrate_fixed_grid(
+            field, (h0,), (x,), plan, prepare=prepare, step_bytes=step_bytes, inputs=inputs
+        )
         return h_end
 
     def fixed_points(self, x, seeds, **options):

@@ -160,5 +160,8 @@ class NeuralCDE(nn.Module):
             layer.out_features for layer in self.vector_field.net if hasattr(layer, "out_features")
         )
         step_bytes = 4 * len(plan.tableau[0]) * width * z0.element_size()
-        (z_end,) = integrate_fixed_grid(field, (z0,), (dX,), plan, step_bytes=step_bytes)
+        inputs = tuple(self.vector_field.parameters())
+        (z_end,) = integrate_fixed_grid(
+            field, (z0,), (dX,), plan, step_bytes=step_bytes, inputs=inputs
+        )
         return z_end

@@ -334,7 +334,8 @@ class NCODE(nn.Module):
             state = (z0,)
         else:
             state = (z0, theta0)
-        end = integrate_fixed_grid(field, state, drive, plan, prepare=prepare)
+        inputs = tuple(self.parameters())
+        end = integrate_fixed_grid(field, state, drive, plan, prepare=prepare, inputs=inputs)
         return end[0]
 
     def trajectory(self, path, parts=("z",), **solver_options):
