@@ -26,8 +26,8 @@ class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
     and the logits are a linear map of ``z(T_i)`` at each case's own final time.
     Defaults differ from the shared ones in ``max_grad_norm=1.0`` (as for
     :class:`GatedNODEClassifier`) and ``observation_dropout=0.0`` (the augmentation
-    costs it much of its accuracy on short series; ``docs/benchmarks.md``). The controller sees ``[z(s), θ(s) z(s), X(s)]``
-    (``control="closed"``) or only
+    costs it much of its accuracy on short series; ``docs/benchmarks.md``). The
+    controller sees ``[z(s), θ(s) z(s), X(s)]`` (``control="closed"``) or only
     ``[z(0), t]`` (``"open"``); ``"static"`` keeps ``θ(s) = θ(0)``; ``"fixed"`` uses
     one learned ``Θ`` for every case, the plain neural ODE. A data-dependent flow lets
     a state as small as ``hidden_size=2`` separate what no single flow of the plane can
