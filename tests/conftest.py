@@ -38,7 +38,7 @@ def tiny_panel():
 FAST_CASES = [(m, h) for m in ("euler", "midpoint", "rk4") for h in (1.0, 0.5)]
 
 
-def assert_fast_matches_generic(model, path, method, step_size, rtol=1e-6):
+def fast_vs_generic(model, path, method, step_size, rtol=1e-6):
     """Logits and every parameter gradient of ``solver_backend="fast"`` and ``"generic"``.
 
     Both in float64, relative to the largest entry (``rtol``); the loss weights the
@@ -63,7 +63,16 @@ def assert_fast_matches_generic(model, path, method, step_size, rtol=1e-6):
     return fast, generic
 
 
-def assert_fast_refused(model, path):
+def fast_vs_generic_on_cuda(model, method):
+    """:func:`fast_vs_generic` on CUDA, on the cases of the agreement tests (a skip without)."""
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    _, path = make_path(9, [8, 5, 3], random_state=3)
+    path = type(path)(path.coeffs.cuda(), path.ends.cuda(), path.interpolation)
+    fast_vs_generic(model.cuda(), path, method, 0.5)
+
+
+def fast_refused(model, path):
     """``solver_backend="fast"`` with an adaptive method or the adjoint: a ValueError naming it."""
     with pytest.raises(ValueError, match="method='dopri5'"):
         model(path, solver_backend="fast", method="dopri5")

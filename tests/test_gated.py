@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_CASES, assert_fast_matches_generic, assert_fast_refused, make_path
+from conftest import FAST_CASES, fast_refused, fast_vs_generic, fast_vs_generic_on_cuda, make_path
 
 from skfwp import GatedNODEClassifier
 from skfwp.datasets import make_flip_flop
@@ -250,13 +250,13 @@ def test_fast_path_matches_generic(method, step_size, gated, flow_layers):
     """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
     ip, path = make_path(9, [8, 5, 3], random_state=3)
     model = _model(ip.n_path_channels_, gated=gated, flow_layers=flow_layers, tau=0.7)
-    fast, _ = assert_fast_matches_generic(model, path, method, step_size)
+    fast, _ = fast_vs_generic(model, path, method, step_size)
     assert fast.abs().max() > 1e-3
 
 
 def test_fast_path_refuses_adaptive_methods_and_adjoint(tiny_panel):
     ip, path = make_path(5, [4, 2])
-    assert_fast_refused(_model(ip.n_path_channels_), path)
+    fast_refused(_model(ip.n_path_channels_), path)
     X, y = tiny_panel
     with pytest.raises(ValueError, match="method='dopri5'"):
         GatedNODEClassifier(solver_backend="fast", method="dopri5", max_iter=1).fit(X, y)
@@ -270,14 +270,11 @@ def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
     ip, path = make_path(12, [11, 6], random_state=4)
     model = _model(ip.n_path_channels_, tau=0.7)
     monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 0)  # chunks of ⌈√n⌉ steps
-    assert_fast_matches_generic(model, path, method, 0.5)
+    fast_vs_generic(model, path, method, 0.5)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize("method", ["euler", "rk4"])
 def test_fast_path_on_cuda_matches_generic(method):
-    ip, path = make_path(9, [8, 5, 3], random_state=3)
-    path = type(path)(path.coeffs.cuda(), path.ends.cuda(), path.interpolation)
-    model = _model(ip.n_path_channels_, tau=0.7).cuda()
-    assert_fast_matches_generic(model, path, method, 0.5)
+    ip, _ = make_path(9, [8, 5, 3], random_state=3)
+    fast_vs_generic_on_cuda(_model(ip.n_path_channels_, tau=0.7), method)

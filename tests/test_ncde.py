@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torchcde
-from conftest import FAST_CASES, assert_fast_matches_generic, assert_fast_refused, make_path
+from conftest import FAST_CASES, fast_refused, fast_vs_generic, fast_vs_generic_on_cuda, make_path
 
 from skfwp.nn.ncde import CDEVectorField, NeuralCDE, _ControlledField
 from skfwp.solver import integrate
@@ -145,13 +145,13 @@ def test_fast_path_matches_generic(method, step_size, interpolation, layers):
     """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
     ip, path = make_path(9, [8, 5, 3], random_state=3, interpolation=interpolation)
     model = _model(ip.n_path_channels_, vector_field_layers=layers).double()
-    fast, _ = assert_fast_matches_generic(model, path, method, step_size)
+    fast, _ = fast_vs_generic(model, path, method, step_size)
     assert fast.abs().max() > 1e-3
 
 
 def test_fast_path_refuses_adaptive_methods_and_adjoint():
     ip, path = make_path(5, [4, 2])
-    assert_fast_refused(_model(ip.n_path_channels_).double(), path)
+    fast_refused(_model(ip.n_path_channels_).double(), path)
 
 
 @pytest.mark.parametrize("method", ["euler", "rk4"])
@@ -162,14 +162,11 @@ def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
     ip, path = make_path(12, [11, 6], random_state=4)
     model = _model(ip.n_path_channels_).double()
     monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 0)  # chunks of ⌈√n⌉ steps
-    assert_fast_matches_generic(model, path, method, 0.5)
+    fast_vs_generic(model, path, method, 0.5)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize("method", ["euler", "rk4"])
 def test_fast_path_on_cuda_matches_generic(method):
-    ip, path = make_path(9, [8, 5, 3], random_state=3)
-    path = type(path)(path.coeffs.cuda(), path.ends.cuda(), path.interpolation)
-    model = _model(ip.n_path_channels_).double().cuda()
-    assert_fast_matches_generic(model, path, method, 0.5)
+    ip, _ = make_path(9, [8, 5, 3], random_state=3)
+    fast_vs_generic_on_cuda(_model(ip.n_path_channels_).double(), method)
