@@ -74,6 +74,12 @@ def _planar_model(clf, module_types, caller):
     """The final step, its preprocessing and a float64 CPU copy of its 2-D state model."""
     est, transform = _final_step(clf)
     check_is_fitted(est, "module_")
+    if getattr(est, "n_estimators", 1) > 1:
+        raise ValueError(
+            f"{caller} draws one model's state, and this classifier is a seed ensemble of "
+            f"n_estimators={est.n_estimators} models, each with a flow of its own; fit it "
+            "with n_estimators=1 to draw it."
+        )
     if not isinstance(est.module_, module_types):
         names = " or ".join(
             {GatedNODE: "GatedNODEClassifier", NCODE: "NCodeClassifier"}[t] for t in module_types

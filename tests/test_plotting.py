@@ -122,6 +122,9 @@ def test_flow_field_rejects_what_it_cannot_draw(fitted, flip_flop):
         plot_flow_field(fitted, x_fixed=[0.0, 1.0])
     with pytest.raises(NotFittedError):
         plot_flow_field(GatedNODEClassifier(hidden_size=2))
+    pair = GatedNODEClassifier(hidden_size=2, flow_layers=(4,), n_estimators=2, max_iter=1)
+    with pytest.raises(ValueError, match="n_estimators=2 models"):
+        plot_flow_field(pair.fit(X, y))
 
 
 def test_history_draws_the_recorded_curves(fitted, flip_flop):
