@@ -132,7 +132,7 @@ hidden_size : int, default={hidden_size}
         clipped to ``[8, 32]`` in training (:data:`AUTO_BATCH_DIVISOR`), 32 in
         prediction.
     learning_rate_init : float, default={learning_rate_init}
-        Adam's initial learning rate; halved when the monitored score plateaus.
+        AdamW's initial learning rate; halved when the monitored score plateaus.
     alpha : float, default={alpha}
         Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): each step shrinks
         every weight by ``learning_rate * alpha`` besides the Adam step.
@@ -734,7 +734,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return torch.logsumexp(log_p, dim=0) - math.log(member_logits.shape[0])
 
     def _train(self, data, y_index, weights, rng, epoch_data=None):
-        """The one training loop: Adam, weighted cross-entropy, plateau LR, early stopping.
+        """The one training loop: AdamW, weighted cross-entropy, plateau LR, early stopping.
 
         Safeguards: a step with a non-finite loss or gradient rolls the epoch back to the
         weights it started from, divides the learning rate by 10 and runs the epoch
