@@ -621,7 +621,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             self.device_ = device
             self.module_ = module.to(device)
             with _torch_threads(self.n_threads):
-                self._train(data, y_index, weights, rng, self._epoch_data(data, X, lengths))
+                self._train(data, y_index, weights, rng, self._epoch_data(X, lengths))
         except BaseException as exc:  # a failed fit leaves the estimator as it was
             previous.restore(self)
             if isinstance(exc, KeyboardInterrupt):
@@ -640,7 +640,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         w = math.ceil((int(lengths.max()) - 1) / AUTO_WINDOW_STEPS)
         return w if w > 1 else None
 
-    def _epoch_data(self, data, X, lengths):
+    def _epoch_data(self, X, lengths):
         """``epoch_data(rng) -> PathData`` for one training epoch, a fresh draw of
         ``observation_dropout`` (the caller's ``X`` is not modified); None without it."""
         p = self.observation_dropout

@@ -49,7 +49,7 @@ def test_observation_dropout_draws_keep_ends_and_time_and_leave_x_alone():
     clf.fit(X, np.arange(30) % 2)
     np.testing.assert_array_equal(X, X_before)  # the caller's array is not written
     arr, lengths = check_X(X)
-    draw = clf._epoch_data(None, arr, lengths)
+    draw = clf._epoch_data(arr, lengths)
     seen = []
     for seed in range(2):
         data = draw(np.random.default_rng(seed))
