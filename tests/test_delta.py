@@ -153,11 +153,20 @@ def test_standardize_derivative_uses_the_training_increments(tiny_panel, standar
     assert rms[0] == pytest.approx(1 / 11)  # index time over 12 points, divided by 11
 
 
+#: The setting the standardisation claim was measured in (2026-12-02): every observation
+#: read, full batches, no augmentation or smoothing. The current recipe also rescues the
+#: raw derivative (GunPoint 0.913 at its defaults), so the claim is about this setting.
+PER_OBSERVATION = dict(
+    logsig_window=None, batch_size=32, observation_dropout=0.0, label_smoothing=0.0
+)
+
+
 @pytest.mark.slow  # ~1 min: two fits on GunPoint (50 training cases of length 150)
 def test_standardized_derivative_learns_a_long_smooth_series():
-    """GunPoint read at every observation (``logsig_window=None``, where a step's raw
-    ``dX/ds`` is smallest): 0.96 test accuracy measured (seed 0), 0.65 with the raw
-    ``dX/ds``, whose keys barely see the data (MiniRocket: 0.99)."""
+    """GunPoint read at every observation (where a step's raw ``dX/ds`` is smallest),
+    with the recipe of the claim (``PER_OBSERVATION``): 0.96 test accuracy measured
+    (seed 0), 0.65 with the raw ``dX/ds``, whose keys barely see the data (MiniRocket:
+    0.99)."""
     X_train, y_train = load_sktime_dataset("GunPoint", "train")
     X_test, y_test = load_sktime_dataset("GunPoint", "test")
     scores = {}
@@ -165,7 +174,7 @@ def test_standardized_derivative_learns_a_long_smooth_series():
         clf = make_pipeline(
             ChannelStandardScaler(),
             ContinuousDeltaClassifier(
-                standardize_derivative=standardize, logsig_window=None, random_state=0
+                standardize_derivative=standardize, random_state=0, **PER_OBSERVATION
             ),
         )
         scores[standardize] = clf.fit(X_train, y_train).score(X_test, y_test)
