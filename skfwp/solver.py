@@ -21,9 +21,16 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from .fast_solver import INPUT_AHEAD_METHODS, fixed_grid
+from .fast_solver import INPUT_AHEAD_METHODS, fixed_grid, use_fast_path
 
-__all__ = ["FIXED_STEP_METHODS", "METHODS", "ModelField", "check_method", "integrate"]
+__all__ = [
+    "FIXED_STEP_METHODS",
+    "METHODS",
+    "ModelField",
+    "check_method",
+    "integrate",
+    "solve",
+]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "tsit5")
@@ -210,3 +217,30 @@ def integrate(
     # zs: (len(times), batch, state) -> each case at its own final knot
     z_end = zs[slot, torch.arange(batch, device=zs.device)]
     return z_end.view(batch, *state_shape)
+
+
+def solve(field, z0, path, fast, solver_backend="auto", **solver_options):
+    """``z(T_i)`` by a model's fixed-grid fast path where it applies, else :func:`integrate`.
+
+    Parameters
+    ----------
+    field : nn.Module
+        The generic path's field, as :func:`integrate` takes it.
+    z0 : Tensor of shape (batch, *state_shape)
+    path : ControlPath
+    fast : callable
+        ``fast(z0, path, method, step_size) -> z(T_i)``, the model's fast path.
+    solver_backend : {"auto", "fast", "generic"}
+        As :func:`skfwp.fast_solver.use_fast_path` decides (a ValueError names the
+        setting that prevents ``"fast"``).
+    **solver_options
+        ``method``, ``step_size``, ``rtol``, ``atol``, ``adjoint``.
+
+    Returns
+    -------
+    Tensor of shape (batch, *state_shape)
+    """
+    method = solver_options.get("method", "rk4")
+    if use_fast_path(solver_backend, method, solver_options.get("adjoint", False)):
+        return fast(z0, path, method, solver_options.get("step_size"))
+    return integrate(field, z0, path, **solver_options)

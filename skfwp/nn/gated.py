@@ -38,8 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..fast_solver import StagePlan, integrate_fixed_grid, use_fast_path
-from ..solver import ModelField, integrate
+from ..fast_solver import StagePlan, integrate_fixed_grid
+from ..solver import ModelField, integrate, solve
 from .layers import mlp
 
 __all__ = ["GatedNODE", "find_fixed_points"]
@@ -120,11 +120,9 @@ class GatedNODE(nn.Module):
 
     def forward(self, path, solver_backend="auto", **solver_options):
         h0 = self.initial_state(path)
-        method = solver_options.get("method", "rk4")
-        if use_fast_path(solver_backend, method, solver_options.get("adjoint", False)):
-            h_end = self.integrate_fast(h0, path, method, solver_options.get("step_size"))
-        else:
-            h_end = integrate(ModelField(self), h0, path, **solver_options)
+        h_end = solve(
+            ModelField(self), h0, path, self.integrate_fast, solver_backend, **solver_options
+        )
         return self.classifier(h_end)
 
     def integrate_fast(self, h0, path, method="rk4", step_size=None):

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fast_solver import StagePlan, integrate_fixed_grid, use_fast_path
-from ..solver import integrate
+from ..fast_solver import StagePlan, integrate_fixed_grid
+from ..solver import solve
 from .layers import mlp
 
 __all__ = ["CDEVectorField", "NeuralCDE"]
@@ -134,11 +134,8 @@ class NeuralCDE(nn.Module):
 
     def forward(self, path, solver_backend="auto", **solver_options):
         z0 = self.initial_state(path)
-        method = solver_options.get("method", "rk4")
-        if use_fast_path(solver_backend, method, solver_options.get("adjoint", False)):
-            z_end = self.integrate_fast(z0, path, method, solver_options.get("step_size"))
-        else:
-            z_end = integrate(_ControlledField(self.vector_field), z0, path, **solver_options)
+        field = _ControlledField(self.vector_field)
+        z_end = solve(field, z0, path, self.integrate_fast, solver_backend, **solver_options)
         return self.readout(z_end)
 
     def integrate_fast(self, z0, path, method="rk4", step_size=None):
