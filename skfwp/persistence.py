@@ -347,7 +347,11 @@ def _classes(path, blob):
 
 def _logsig_channels(k, window, depth):
     """Channels of a path of ``k`` channels after log-signature windows of ``depth``:
-    the Lyndon words of length 1, 2 and 3 on ``k`` letters (no windows: ``k``)."""
+    the Lyndon words of length 1, 2 and 3 on ``k`` letters (no windows: ``k``).
+
+    ``pysiglib.log_sig_length`` gives the same numbers (tested); here the sizes come
+    from an untrusted file, so they are counted with Python integers before anything
+    is allocated or passed to a compiled library."""
     if window is None:
         return k
     return k + (depth >= 2) * k * (k - 1) // 2 + (depth >= 3) * (k**3 - k) // 3

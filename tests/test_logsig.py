@@ -188,3 +188,12 @@ def test_long_series_fit_in_bounded_memory(cls, small):
     )
     peak_mb = float(out.stdout.strip().splitlines()[-1])
     assert peak_mb < 1500, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_load_counts_log_signature_channels_as_pysiglib_does():
+    from skfwp.persistence import _logsig_channels
+
+    for k in range(1, 9):
+        assert _logsig_channels(k, None, 3) == k  # no windows: the path's own channels
+        for depth in (1, 2, 3):
+            assert _logsig_channels(k, 4, depth) == pysiglib.log_sig_length(k, depth)

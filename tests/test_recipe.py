@@ -39,7 +39,6 @@ def test_observation_dropout_draws_keep_ends_and_time_and_leave_x_alone():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(30, 3, 40))
     X[5, :, 25:] = np.nan  # a shorter case
-    X_before = X.copy()
     clf = GatedNODEClassifier(
         **SMALL_GATED, time_channel=2, observation_dropout=0.5, max_iter=1, random_state=0
     )
