@@ -10,6 +10,7 @@ from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
 from .nn.fwp import (
     LEARNING_RULES,
+    READOUTS,
     VARIANTS,
     ContinuousFWP,
     use_fast_solver,
@@ -31,7 +32,7 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
     with keys ``k`` (softmax) and learning rate ``beta`` (sigmoid) from the path's
     derivative (``variant="cde"``) or value (``"ode"``), values ``v = tanh(W_v X)``,
     ``W(0)`` one Hebbian step from the first observation, and a Transformer-style
-    readout of ``W(T_i) q`` at each case's own final time. See
+    readout of the fast weights ``W(T_i)`` at each case's own final time. See
     :mod:`skfwp.nn.fwp` for the full equations.
 
     Parameters
@@ -47,6 +48,13 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         Number of heads; ``hidden_size`` must be divisible by it.
     ff_dim : int or None, default=None
         Width of the readout feed-forward block; None means ``4 * hidden_size``.
+    readout : {{"matrix", "query"}}, default="matrix"
+        What the readout reads from the final fast weights ``W(T_i)``: ``"matrix"``,
+        every entry (``z = W_o vec(W)``); ``"query"``, the fast net's answer to one
+        query from the path's last stretch (``z = W_o W q``, ``q = softmax(W_q a)``),
+        the paper's and MODELS.md's read-out. ``"matrix"`` is a design choice of
+        skfwp: on the development data sets it scored higher
+        (docs/models/continuous_delta.md).
     standardize_derivative : bool, default=True
         ``variant`` "cde" and "recurrent": divide the path's derivative, per channel,
         by the RMS of the training data's increments between observations before the
@@ -99,16 +107,20 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "variant": "cde",
         "n_heads": 4,
         "ff_dim": None,
+        "readout": "matrix",
         "standardize_derivative": True,
         "solver_backend": "auto",
         "hidden_size": 64,
     }
+    #: Files saved before ``readout`` existed hold query read-outs.
+    _saved_before = {"readout": "query"}
     _model_constraints = {
         "learning_rule": [StrOptions(set(LEARNING_RULES))],
         "post_tanh": ["boolean"],
         "variant": [StrOptions(set(VARIANTS))],
         "n_heads": [Interval(numbers.Integral, 1, None, closed="left")],
         "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "readout": [StrOptions(set(READOUTS))],
         "standardize_derivative": ["boolean"],
         "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
     }
@@ -141,6 +153,7 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
             learning_rule=self.learning_rule,
             post_tanh=self.post_tanh,
             variant=self.variant,
+            readout=self.readout,
             derivative_scale=(
                 [1.0 / r for r in self.input_path_.increment_rms_]
                 if self.standardize_derivative

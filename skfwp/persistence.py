@@ -449,7 +449,9 @@ def _rebuild(blob, path, device, device_, expected):
     params = json.loads(blob["params"])
     if not isinstance(params, dict) or not set(params) <= set(cls().get_params()):
         _refuse(path, f"does not hold the parameters of {cls.__name__}.")
-    params = {k: _decode(v) for k, v in params.items()}
+    # A parameter added after the file was written takes the value that reproduces the
+    # model of its day (``_saved_before``), not today's default.
+    params = {**getattr(cls, "_saved_before", {}), **{k: _decode(v) for k, v in params.items()}}
     estimator = cls(**params)
     estimator.set_params(device=device)
     try:

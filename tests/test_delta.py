@@ -8,7 +8,7 @@ from sklearn.pipeline import make_pipeline
 from skfwp import ChannelStandardScaler, ContinuousDeltaClassifier
 from skfwp.datasets import load_sktime_dataset
 from skfwp.nn.fwp import ContinuousFWP, learning_rule_update
-from skfwp.solver import integrate
+from skfwp.solver import ModelField, integrate
 
 B, H, D, T = 2, 2, 3, 4.0
 
@@ -111,6 +111,38 @@ def test_readout_uses_each_case_own_end():
     torch.testing.assert_close(both[1:], short_alone)
 
 
+@pytest.mark.parametrize("variant", ["cde", "recurrent"])
+def test_matrix_readout_reads_every_entry_of_the_final_fast_weights(variant):
+    """``readout="matrix"``: ``z = W_o vec(W(T_i))`` with ``W(T_i)`` from the oracle
+    solver, the rest of the head as in MODELS.md, and each entry of ``W`` moving the
+    logits."""
+    ip, path = make_path(7, [6, 3], random_state=5)
+    model = ContinuousFWP(
+        ip.n_path_channels_, 3, hidden_size=8, n_heads=2, variant=variant, readout="matrix"
+    )
+    model = model.double()
+    assert model.out_proj.in_features == 2 * 4 * 4  # h d², d = 4
+    W_end = integrate(ModelField(model), model.initial_state(path), path, method="rk4")
+    z = W_end.reshape(2, -1) @ model.out_proj.weight.T
+    expected = model.classifier(z + model.ff(z))
+    torch.testing.assert_close(model(path, method="rk4"), expected)
+    grad = torch.autograd.functional.jacobian(lambda W: model.readout(W, path).sum(), W_end)
+    assert bool((grad != 0).all())
+
+
+def test_query_readout_follows_the_last_stretch_of_the_path():
+    """``readout="query"`` (MODELS.md) reads ``W(T_i)`` with ``q`` from the path at
+    ``T_i``; ``"matrix"`` does not look at the path there, only at ``W(T_i)``."""
+    ip, path = make_path(6, [5, 5], random_state=6)
+    W = torch.randn(2, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    moved = type(path)(path.coeffs * 3.0, path.ends, path.interpolation)
+    for readout, changes in (("query", True), ("matrix", False)):
+        model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2, readout=readout)
+        model = model.double()
+        differs = not torch.allclose(model.readout(W, path), model.readout(W, moved))
+        assert differs == changes, readout
+
+
 @pytest.mark.parametrize("variant", ["cde", "recurrent", "ode"])
 def test_derivative_scale_is_a_column_scaling_of_the_input_projection(variant):
     """``u = c ⊙ dX/ds`` enters only through ``W_in u``: scaling ``W_in``'s columns by
@@ -139,6 +171,14 @@ def test_module_rejects_bad_settings():
         ContinuousFWP(3, 2, hidden_size=8, n_heads=2, derivative_scale=[1.0, 0.0, 2.0])
     with pytest.raises(ValueError, match="derivative_scale"):
         ContinuousFWP(3, 2, hidden_size=8, n_heads=2, derivative_scale=[1.0, 2.0])
+    with pytest.raises(ValueError, match="readout='last'"):
+        ContinuousFWP(3, 2, hidden_size=8, n_heads=2, readout="last")
+
+
+def test_classifier_names_an_unknown_readout(tiny_panel):
+    X, y = tiny_panel
+    with pytest.raises(ValueError, match=r"'readout' parameter .* Got 'last'"):
+        ContinuousDeltaClassifier(readout="last").fit(X, y)
 
 
 @pytest.mark.parametrize("standardize", [True, False])

@@ -101,6 +101,26 @@ def test_file_missing_a_fitted_scale_is_refused(fitted, tmp_path):
         skfwp.load(tmp_path / "old.pt")
 
 
+def test_file_from_before_the_matrix_readout_loads_as_a_query_readout(tmp_path):
+    """A Delta FWP file without ``readout`` (written before it existed, digest valid)
+    holds a query read-out: it loads as one, whatever today's default."""
+    X, y = make_tiny_panel()
+    clf = skfwp.ContinuousDeltaClassifier(
+        hidden_size=4, n_heads=2, max_iter=2, readout="query", random_state=0
+    ).fit(X, y)
+    clf.save(tmp_path / "model.pt")
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    params = json.loads(blob["params"])
+    del params["readout"]
+    blob["params"] = json.dumps(params)
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "sha256")}
+    blob["sha256"] = _digest(meta, blob["state_dict"])
+    torch.save(blob, tmp_path / "old.pt")
+    loaded = skfwp.load(tmp_path / "old.pt")
+    assert loaded.readout == "query" != skfwp.ContinuousDeltaClassifier().readout
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
 def test_cuda_pickle_predicts_on_cpu_only_machine(fitted, monkeypatch):
     """A model whose device_ is CUDA unpickles on a machine without CUDA, with a warning."""
     clf, X, _ = fitted

@@ -29,10 +29,18 @@ training data, so that ``u`` is of unit size whatever the sampling density: a sm
 series of a few hundred points has ``|dX/ds|`` far below ``|b_in|``, and with
 ``c = 1`` (the reference code) its keys and rates barely depend on the data.
 
-Readout at each case's own final knot ``T_i``::
+Readout at each case's own final knot ``T_i`` (``readout``)::
 
-    q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q);  z = W_o y
-    z = z + FF(LayerNorm(z));  logits = W_c z
+    "query" :  q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q)     (H,)
+    "matrix":  y = vec(W(T_i))                                          (h d²,)
+    z = W_o y;  z = z + FF(LayerNorm(z));  logits = W_c z
+
+``"query"`` is MODELS.md's read-out: the fast net answers one query, computed from
+the last window's derivative. ``"matrix"`` (design choice, the classifier's default)
+reads every entry of the fast weights through ``W_o``: the same as answering the
+``d`` one-hot queries and mixing the answers linearly, so no query has to be learned
+from the path's last stretch. It measured better on the development data sets
+(docs/models/continuous_delta.md).
 
 Solvers (``solver_backend``): for the ``"cde"`` and ``"ode"`` variants without
 ``post_tanh``, ``k``, ``v`` and ``beta`` depend on the input path only, so ``dW/ds``
@@ -54,6 +62,7 @@ from .layers import FeedForward
 
 __all__ = [
     "LEARNING_RULES",
+    "READOUTS",
     "SOLVER_BACKENDS",
     "VARIANTS",
     "ContinuousFWP",
@@ -62,6 +71,7 @@ __all__ = [
 ]
 
 LEARNING_RULES = ("delta", "hebb", "oja")
+READOUTS = ("query", "matrix")
 VARIANTS = ("cde", "ode", "recurrent")
 
 #: The fast solver runs the slow net on (stage times x batch) rows at once; above this
@@ -161,6 +171,9 @@ class ContinuousFWP(nn.Module):
     derivative_scale : float or sequence of n_channels floats
         ``c`` in ``u = c ⊙ dX/ds`` for the ``"cde"`` and ``"recurrent"`` variants
         (module docstring); kept as a buffer.
+    readout : {"query", "matrix"}
+        Read the final fast weights with one query from the path (``"query"``) or
+        whole (``"matrix"``; module docstring).
 
     Notes
     -----
@@ -196,6 +209,7 @@ class ContinuousFWP(nn.Module):
         post_tanh=False,
         variant="cde",
         derivative_scale=1.0,
+        readout="query",
     ):
         super().__init__()
         if hidden_size % n_heads:
@@ -204,6 +218,8 @@ class ContinuousFWP(nn.Module):
             raise ValueError(f"learning_rule={learning_rule!r} is not one of {LEARNING_RULES}.")
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is not one of {VARIANTS}.")
+        if readout not in READOUTS:
+            raise ValueError(f"readout={readout!r} is not one of {READOUTS}.")
         if post_tanh and learning_rule != "delta":
             raise ValueError("post_tanh=True applies to learning_rule='delta' only.")
         scale = torch.as_tensor(derivative_scale, dtype=torch.get_default_dtype())
@@ -215,6 +231,7 @@ class ContinuousFWP(nn.Module):
         self.register_buffer("derivative_scale", scale.expand(n_channels).clone())
         self.n_heads, self.head_dim = n_heads, hidden_size // n_heads
         self.learning_rule, self.post_tanh, self.variant = learning_rule, post_tanh, variant
+        self.readout_mode = readout
         self.in_proj = nn.Linear(n_channels, hidden_size)  # W_in, b_in
         self.in_norm = nn.LayerNorm(hidden_size)
         self.key_rate = nn.Linear(hidden_size, n_heads * (self.head_dim + 1), bias=False)  # W_kb
@@ -222,8 +239,13 @@ class ContinuousFWP(nn.Module):
         self.recurrent = (
             nn.Linear(hidden_size, hidden_size, bias=False) if variant == "recurrent" else None
         )  # R
-        self.query = nn.Linear(hidden_size, hidden_size, bias=False)  # W_q
-        self.out_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # W_o
+        self.query = (  # W_q, for a query read-out or the recurrent variant's feedback
+            nn.Linear(hidden_size, hidden_size, bias=False)
+            if readout == "query" or variant == "recurrent"
+            else None
+        )
+        read = hidden_size * (self.head_dim if readout == "matrix" else 1)
+        self.out_proj = nn.Linear(read, hidden_size, bias=False)  # W_o
         self.ff = FeedForward(hidden_size, 4 * hidden_size if ff_dim is None else ff_dim)
         self.classifier = nn.Linear(hidden_size, n_classes)  # W_c
 
@@ -278,11 +300,14 @@ class ContinuousFWP(nn.Module):
 
     def readout(self, W, path):
         """Logits from the fast weights at each case's final knot, ``W`` (batch, h, d, d)."""
-        if self.variant == "ode":
-            u = path.evaluate_at_ends()
+        if self.readout_mode == "matrix":
+            y = W.flatten(-3)  # (batch, h d²)
         else:
-            u = self.derivative_scale * path.derivative_at_ends()
-        y = _matvec(W, self.query_weights(u)).flatten(-2)  # (batch, H)
+            if self.variant == "ode":
+                u = path.evaluate_at_ends()
+            else:
+                u = self.derivative_scale * path.derivative_at_ends()
+            y = _matvec(W, self.query_weights(u)).flatten(-2)  # (batch, H)
         z = self.out_proj(y)
         z = z + self.ff(z)
         return self.classifier(z)
