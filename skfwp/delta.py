@@ -44,8 +44,11 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
     variant : {{"cde", "ode", "recurrent"}}, default="cde"
         ``"cde"``: keys and rates from ``dX/ds`` (the paper's best); ``"ode"``: from
         ``X``; ``"recurrent"``: as ``"cde"`` plus feedback of the fast net's output.
-    n_heads : int, default=4
-        Number of heads; ``hidden_size`` must be divisible by it.
+    n_heads : int, default=8
+        Number of heads; ``hidden_size`` must be divisible by it. With the default
+        ``hidden_size=64``: eight ``8 x 8`` fast weight matrices, 512 numbers read out
+        (more heads measured better on the development data sets with the matrix
+        read-out; docs/models/continuous_delta.md).
     ff_dim : int or None, default=None
         Width of the readout feed-forward block; None means ``4 * hidden_size``.
     readout : {{"matrix", "query"}}, default="matrix"
@@ -105,7 +108,7 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "learning_rule": "delta",
         "post_tanh": False,
         "variant": "cde",
-        "n_heads": 4,
+        "n_heads": 8,
         "ff_dim": None,
         "readout": "matrix",
         "standardize_derivative": True,
