@@ -63,8 +63,8 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         by the RMS of the training data's increments between observations before the
         slow net reads it (``InputPath.increment_rms_``). False reads the raw
         ``dX/ds`` as the reference code does, which a long smooth series makes so
-        small that keys and rates barely see the data (GunPoint, seed 0: 0.647 test
-        accuracy against 0.960 at the defaults; :mod:`skfwp.nn.fwp`).
+        small that keys and rates barely see the data (:mod:`skfwp.nn.fwp`; the
+        measurements are in docs/models/continuous_delta.md).
     solver_backend : {{"auto", "fast", "generic"}}, default="auto"
         ``"fast"``: the fast solver (:mod:`skfwp.fast_solver`), which evaluates the
         slow net at every solver stage in one batched call and back-propagates through
