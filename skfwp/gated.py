@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numbers
 
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
-from .nn.gated import GatedNODE
+from .nn.gated import INITS, GatedNODE
 
 __all__ = ["GatedNODEClassifier"]
 
@@ -39,6 +39,23 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         most about ``1/τ`` of the way to its target per observation).
     gated : bool, default=True
         Use the gate ``G``; False gives the plain neural ODE (nODE).
+    leak : bool, default=True
+        Keep the ``−h`` term; False gives ``dh/ds = G ⊙ F / τ`` (an option of the
+        authors' code).
+    gain : bool, default=False
+        Multiply ``F`` by a learned scalar (initially 1).
+    flow_activation : {{None, "tanh"}}, default=None
+        Nonlinearity on ``F``'s output. ``flow_layers=()`` with ``"tanh"`` is the
+        minimal GRU's candidate ``F = tanh(W [h, x] + b)``.
+    init : {{"default", "critical"}}, default="default"
+        ``"critical"`` rescales ``F``'s last layer so that the Jacobian of ``−h + F``
+        at ``h = 0, x = 0`` has its rightmost eigenvalue at real part 0, the edge of
+        stability (:meth:`skfwp.nn.gated.GatedNODE.critical_scale`).
+
+        With ``method="euler"``, ``step_size=1``, ``tau=1``, ``interpolation="linear"``
+        and ``logsig_window=None`` the model is the authors' released discrete update
+        ``h_t = (1 − z_t) ⊙ h_{{t−1}} + z_t ⊙ F(h_{{t−1}}, x_t)``, read over every
+        observation (docs/reproducing.md).
     {solver_backend}
     {common}
 
@@ -76,6 +93,10 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "flow_layers": (64,),
         "tau": 1.0,
         "gated": True,
+        "leak": True,
+        "gain": False,
+        "flow_activation": None,
+        "init": "default",
         "max_grad_norm": 1.0,
         "hidden_size": 32,
     }
@@ -84,6 +105,10 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "flow_layers": [tuple, list],
         "tau": [Interval(numbers.Real, 0, None, closed="neither")],
         "gated": ["boolean"],
+        "leak": ["boolean"],
+        "gain": ["boolean"],
+        "flow_activation": [None, StrOptions({"tanh"})],
+        "init": [StrOptions(set(INITS))],
     }
     _layer_params = ("flow_layers",)
 
@@ -95,4 +120,8 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
             flow_layers=tuple(int(w) for w in self.flow_layers),
             tau=self.tau,
             gated=self.gated,
+            leak=self.leak,
+            gain=self.gain,
+            flow_activation=self.flow_activation,
+            init=self.init,
         )

@@ -10,11 +10,17 @@ from skfwp.datasets import make_flip_flop
 from skfwp.nn.gated import GatedNODE, find_fixed_points
 
 
-def _model(n_channels, gated=True, hidden_size=3, flow_layers=(8,), tau=1.0, seed=0):
+def _model(n_channels, gated=True, hidden_size=3, flow_layers=(8,), tau=1.0, seed=0, **options):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return GatedNODE(
-            n_channels, 2, hidden_size=hidden_size, flow_layers=flow_layers, tau=tau, gated=gated
+            n_channels,
+            2,
+            hidden_size=hidden_size,
+            flow_layers=flow_layers,
+            tau=tau,
+            gated=gated,
+            **options,
         ).double()
 
 
@@ -87,6 +93,120 @@ def test_euler_at_step_tau_is_the_gru_like_update():
         G = torch.sigmoid(model.gate(hx))
         h = (1 - G) * h + G * model.flow(hx)
         torch.testing.assert_close(traj[:, k + 1], h)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("leak", [True, False])
+def test_released_options_match_a_hand_written_recursion(gated, leak):
+    """leak, gain and a tanh on F, at Euler step τ = 1: the authors' discrete update.
+
+    ``h_t = h_{t−1} + z_t ⊙ (−h_{t−1} [if leak] + g tanh(W_2 relu(W_1 [h, x_t] + b_1) + b_2))``
+    with ``z_t = sigmoid(W_g [h, x_t] + b_g)`` (1 without the gate), written out from
+    the weights, not from the module's methods.
+    """
+    ip, path = make_path(8, [7, 4], random_state=5)
+    model = _model(ip.n_path_channels_, gated=gated, leak=leak, gain=True, flow_activation="tanh")
+    with torch.no_grad():
+        model.gain.fill_(1.7)
+    traj = model.trajectory(path, method="euler", step_size=1.0)
+    W1, W2 = model.flow[0], model.flow[2]
+    h = model.initial.weight @ path.evaluate(0.0).T
+    h = (h + model.initial.bias[:, None]).T
+    for k in range(7):
+        hx = torch.cat([h, path.evaluate(float(k + 1))], dim=-1)
+        f = 1.7 * torch.tanh(torch.relu(hx @ W1.weight.T + W1.bias) @ W2.weight.T + W2.bias)
+        drive = f - h if leak else f
+        z = torch.sigmoid(hx @ model.gate.weight.T + model.gate.bias) if gated else 1.0
+        h = h + z * drive
+        torch.testing.assert_close(traj[:, k + 1], h)
+    # every option changes the model (the recursion above would pass a no-op too)
+    plain = _model(ip.n_path_channels_, gated=gated)
+    assert (plain.trajectory(path, method="euler", step_size=1.0) - traj).abs().max() > 1e-2
+
+
+def test_minimal_gru_special_case():
+    """flow_layers=() with a tanh: F = tanh(W [h, x] + b), the minimal GRU's candidate."""
+    model = _model(4, flow_layers=(), flow_activation="tanh")
+    assert [type(m).__name__ for m in model.flow] == ["Linear", "Tanh"]
+    h, x = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 4).double()
+    W = model.flow[0]
+    expected = torch.tanh(torch.cat([h, x], -1) @ W.weight.T + W.bias) - h
+    expected = torch.sigmoid(model.gate(torch.cat([h, x], -1))) * expected
+    torch.testing.assert_close(model.velocity(h, x), expected)
+    assert model.velocity(100 * h, x).abs().le(100 * h.abs() + 1.0 + 1e-9).all()
+
+
+@pytest.mark.parametrize(
+    ("flow_layers", "flow_activation"), [((8,), None), ((), "tanh"), ((16,), "tanh")]
+)
+def test_critical_init_puts_the_jacobian_at_the_edge(flow_layers, flow_activation):
+    """The rightmost eigenvalue of ∂(−h + F)/∂h at h = 0, x = 0 has real part 0."""
+    n_channels, H = 3, 4
+    model = _model(
+        n_channels,
+        hidden_size=H,
+        flow_layers=flow_layers,
+        flow_activation=flow_activation,
+        init="critical",
+    )
+    default = _model(
+        n_channels, hidden_size=H, flow_layers=flow_layers, flow_activation=flow_activation
+    )
+    x = torch.zeros(n_channels, dtype=torch.float64)
+
+    def rightmost(m):
+        jac = torch.autograd.functional.jacobian(
+            lambda h: m.flow(torch.cat([h, x])) - h, torch.zeros(H, dtype=torch.float64)
+        )
+        return torch.linalg.eigvals(jac).real.max().item()
+
+    assert abs(rightmost(model)) < 1e-5  # rescaled in float32, at construction
+    assert abs(rightmost(default)) > 1e-2  # the default initialisation is elsewhere
+    # only F's last layer was rescaled (same seed, same other weights)
+    for (name, p), q in zip(model.named_parameters(), default.parameters(), strict=True):
+        if name != f"flow.{len(model.flow) - 1 - (flow_activation is not None)}.weight":
+            torch.testing.assert_close(p, q)
+
+
+def test_fixed_points_without_leak_are_zeros_of_f():
+    """leak=False: dh/ds = G ⊙ g F, so the fixed points are the zeros of F, not of F − h."""
+    model = _model(2, hidden_size=1, flow_layers=(), leak=False)
+    with torch.no_grad():  # F(h, x) = 2 h − 1 + 0 x: one zero at h = 0.5, unstable
+        model.flow[0].weight.copy_(torch.tensor([[2.0, 0.0, 0.0]]))
+        model.flow[0].bias.fill_(-1.0)
+    seeds = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None]
+    points, stable, _ = model.fixed_points(torch.zeros(2), seeds)
+    torch.testing.assert_close(points, torch.tensor([[0.5]], dtype=torch.float64))
+    assert not stable.item()
+
+
+def test_bad_released_options_are_named(tiny_panel):
+    with pytest.raises(ValueError, match="flow_activation='relu'"):
+        GatedNODE(3, 2, flow_activation="relu")
+    with pytest.raises(ValueError, match="init='he'"):
+        GatedNODE(3, 2, init="he")
+    X, y = tiny_panel
+    with pytest.raises(ValueError, match="flow_activation"):
+        GatedNODEClassifier(flow_activation="relu", max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="init"):
+        GatedNODEClassifier(init="he", max_iter=1).fit(X, y)
+
+
+def test_classifier_builds_the_released_options(tiny_panel):
+    X, y = tiny_panel
+    clf = GatedNODEClassifier(
+        hidden_size=2,
+        flow_layers=(),
+        leak=False,
+        gain=True,
+        flow_activation="tanh",
+        init="critical",
+        max_iter=2,
+        random_state=0,
+    ).fit(X, y)
+    m = clf.module_
+    assert (m.leak, type(m.flow[-1]).__name__) == (False, "Tanh")
+    assert m.gain is not None and m.gain.item() != 1.0  # the gain was trained
 
 
 def test_trajectory_ends_where_forward_reads_out():
@@ -245,11 +365,19 @@ def test_flip_flop_rejects_bad_arguments():
 
 
 @pytest.mark.parametrize(("method", "step_size"), FAST_CASES)
-@pytest.mark.parametrize(("gated", "flow_layers"), [(True, (8,)), (False, (6, 5)), (True, ())])
-def test_fast_path_matches_generic(method, step_size, gated, flow_layers):
+@pytest.mark.parametrize(
+    ("gated", "flow_layers", "options"),
+    [
+        (True, (8,), {}),
+        (False, (6, 5), {}),
+        (True, (), {}),
+        (True, (), {"leak": False, "gain": True, "flow_activation": "tanh"}),
+    ],
+)
+def test_fast_path_matches_generic(method, step_size, gated, flow_layers, options):
     """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
     ip, path = make_path(9, [8, 5, 3], random_state=3)
-    model = _model(ip.n_path_channels_, gated=gated, flow_layers=flow_layers, tau=0.7)
+    model = _model(ip.n_path_channels_, gated=gated, flow_layers=flow_layers, tau=0.7, **options)
     fast, _ = fast_vs_generic(model, path, method, step_size)
     assert fast.abs().max() > 1e-3
 
@@ -278,3 +406,13 @@ def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
 def test_fast_path_on_cuda_matches_generic(method):
     ip, _ = make_path(9, [8, 5, 3], random_state=3)
     fast_vs_generic_on_cuda(_model(ip.n_path_channels_, tau=0.7), method)
+
+
+def test_critical_init_warns_when_f_ignores_the_state_at_the_origin():
+    model = _model(3, hidden_size=2, flow_layers=(4,))
+    with torch.no_grad():  # every ReLU unit off at h = 0, x = 0
+        model.flow[0].bias.fill_(-1.0)
+    before = model.flow[-1].weight.clone()
+    with pytest.warns(UserWarning, match="no rescaling reaches the edge"):
+        model.critical_scale()
+    torch.testing.assert_close(model.flow[-1].weight, before)

@@ -8,6 +8,19 @@ input-driven ODE, not a CDE)::
     G     = sigmoid(W_g h + U_g x + b_g)      gate: an adaptive time constant per unit
     F     = MLP([h, x])                       flow field, ReLU hidden layers
 
+Options from the gnODE authors' code: ``leak=False`` drops the ``−h`` term
+(``dh/ds = G ⊙ F / τ``); ``gain=True`` multiplies ``F`` by a learned scalar ``g``
+(initially 1); ``flow_activation="tanh"`` puts a tanh on ``F``'s output, so that
+``flow_layers=()`` gives the minimal GRU's candidate ``F = tanh(W [h, x] + b)``;
+``init="critical"`` rescales ``F``'s last linear layer so that the Jacobian of
+``−h + F`` at ``h = 0, x = 0`` has its rightmost eigenvalue on the imaginary axis
+(real part 0, the edge of stability; :meth:`GatedNODE.critical_scale`).
+
+The released discrete update ``h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ F(h_{t−1}, x_t)``
+is this model with ``method="euler"``, ``step_size=1``, ``τ = 1`` on a linear path
+without log-signature windows: the Euler step reads the input at its step's end
+(:mod:`skfwp.solver`), so step ``t`` sees ``x_t``, and ``z_t = G(h_{t−1}, x_t)``.
+
 ``τ`` is in units of the observation index ``s`` (``τ = 1``: one observation). The
 gate lies in ``(0, 1)``, so the zeros of ``dh/ds`` (the fixed points for a fixed
 input) are those of ``−h + F`` whether gated or not; the gate only changes how fast,
@@ -34,6 +47,8 @@ With a state as small as ``H = 2`` the learned dynamics can be drawn:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -42,7 +57,10 @@ from ..fast_solver import StagePlan, integrate_fixed_grid
 from ..solver import ModelField, integrate, solve
 from .layers import mlp
 
-__all__ = ["GatedNODE", "find_fixed_points"]
+__all__ = ["FLOW_ACTIVATIONS", "INITS", "GatedNODE", "find_fixed_points"]
+
+FLOW_ACTIVATIONS = {None: None, "tanh": nn.Tanh}  # F's output nonlinearity
+INITS = ("default", "critical")
 
 
 class GatedNODE(nn.Module):
@@ -61,6 +79,15 @@ class GatedNODE(nn.Module):
         Time constant ``τ > 0`` in observation-index units.
     gated : bool
         False drops the gate (``G = 1``): the plain neural ODE.
+    leak : bool
+        False drops the ``−h`` term.
+    gain : bool
+        True multiplies ``F`` by a learned scalar ``g`` (``self.gain``, initially 1).
+    flow_activation : {None, "tanh"}
+        Nonlinearity on ``F``'s output (None: ``F``'s last layer is linear).
+    init : {"default", "critical"}
+        "critical" rescales ``F``'s last linear layer at construction
+        (:meth:`critical_scale`); "default" keeps PyTorch's initialisation.
 
     Notes
     -----
@@ -82,24 +109,94 @@ class GatedNODE(nn.Module):
     """
 
     def __init__(
-        self, n_channels, n_classes, hidden_size=32, flow_layers=(64,), tau=1.0, gated=True
+        self,
+        n_channels,
+        n_classes,
+        hidden_size=32,
+        flow_layers=(64,),
+        tau=1.0,
+        gated=True,
+        leak=True,
+        gain=False,
+        flow_activation=None,
+        init="default",
     ):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"tau must be positive, got {tau}.")
-        self.tau, self.gated = float(tau), bool(gated)
+        if flow_activation not in FLOW_ACTIVATIONS:
+            raise ValueError(
+                f"flow_activation={flow_activation!r} is not one of {tuple(FLOW_ACTIVATIONS)}."
+            )
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {INITS}.")
+        self.tau, self.gated, self.leak = float(tau), bool(gated), bool(leak)
         self.initial = nn.Linear(n_channels, hidden_size)  # W_0, b_0
-        self.flow = mlp(hidden_size + n_channels, tuple(flow_layers), hidden_size)  # F
+        final = FLOW_ACTIVATIONS[flow_activation]
+        self.flow = mlp(hidden_size + n_channels, tuple(flow_layers), hidden_size, final=final)
         self.gate = nn.Linear(hidden_size + n_channels, hidden_size) if gated else None
+        self.gain = nn.Parameter(torch.ones(())) if gain else None  # g
         self.classifier = nn.Linear(hidden_size, n_classes)  # W_c, b_c
+        if init == "critical":
+            self.critical_scale()
+
+    def drive(self, h, x):
+        """The ungated field ``−h + g F(h, x)`` (``−h`` only if ``leak``), shape (..., H)."""
+        return self._drive(self.flow(torch.cat([h, x], dim=-1)), h)
+
+    def _drive(self, f, h):
+        if self.gain is not None:
+            f = self.gain * f
+        return f - h if self.leak else f
 
     def velocity(self, h, x):
         """``dh/ds`` for states ``h`` (..., H) under inputs ``x`` (..., K)."""
-        hx = torch.cat([h, x], dim=-1)
-        dh = self.flow(hx) - h
+        dh = self.drive(h, x)
         if self.gated:
-            dh = torch.sigmoid(self.gate(hx)) * dh
+            dh = torch.sigmoid(self.gate(torch.cat([h, x], dim=-1))) * dh
         return dh / self.tau
+
+    @torch.no_grad()
+    def critical_scale(self, n_iter=20):
+        """Rescale ``F``'s last linear layer: the Jacobian of ``−h + F`` at 0 at the edge.
+
+        With ``A = ∂F/∂h`` at ``h = 0, x = 0`` (the standardised data's mean), the
+        Jacobian of ``−h + F`` is ``A − I``; the last layer's weight is multiplied by
+        ``c`` until ``max Re eig(A) = 1``, so the rightmost eigenvalue of ``A − I`` has
+        real part 0. Without an output nonlinearity ``A`` is linear in ``c`` and one
+        step is exact; with tanh the step repeats (``n_iter`` at most). If no
+        eigenvalue of ``A`` has a positive real part, no positive ``c`` reaches the
+        edge, and the spectral radius of ``A`` is set to 1 instead; if ``A = 0`` (every
+        ReLU unit of ``F`` off at the origin) nothing is rescaled and a warning says so.
+        The gate, the gain and ``leak`` do not enter. Returns the Jacobian's rightmost
+        real part.
+        """
+        last = [m for m in self.flow if isinstance(m, nn.Linear)][-1]
+        H = last.out_features
+        x = last.weight.new_zeros((1, self.flow[0].in_features - H))
+
+        def top():
+            jac = _batch_jacobian(
+                lambda h: self.flow(torch.cat([h, x], dim=-1)), x.new_zeros(1, H)
+            )[0]
+            eig = torch.linalg.eigvals(jac)
+            return eig.real.max().item(), eig.abs().max().item()
+
+        for _ in range(n_iter):
+            right, radius = top()
+            target = right if right > 0 else radius
+            if target == 0:
+                warnings.warn(
+                    "init='critical': F does not depend on h at h = 0, x = 0 (its ReLU units "
+                    "are off there), so no rescaling reaches the edge of stability; the "
+                    "default initialisation is kept.",
+                    stacklevel=3,
+                )
+                break
+            if abs(target - 1) < 1e-10:
+                break
+            last.weight.mul_(1 / target)
+        return top()[0] - 1
 
     def forward_field(self, s, h, path):
         """``dh/ds`` at time ``s`` of ``path``; ``h`` of shape (batch, H)."""
@@ -149,7 +246,7 @@ class GatedNODE(nn.Module):
         def field(h, terms):
             (h,), (pre,) = h, terms
             pre = torch.addmm(pre, h, w_state.T)
-            dh = rest(pre[:, :width]) - h
+            dh = self._drive(rest(pre[:, :width]), h)
             if self.gated:
                 dh = torch.sigmoid(pre[:, width:]) * dh
             return (dh / self.tau,)
@@ -166,9 +263,9 @@ class GatedNODE(nn.Module):
     def fixed_points(self, x, seeds, **options):
         """Fixed points of the field under a constant input ``x`` (K,), from ``seeds`` (n, H).
 
-        Solves ``−h + F(h, x) = 0`` (the zeros of ``dh/ds``, since ``0 < G < 1``) by
-        :func:`find_fixed_points`; ``options`` go there. Stability is read from the
-        Jacobian of ``dh/ds`` itself, gate included.
+        Solves ``−h + g F(h, x) = 0`` (:meth:`drive`; the zeros of ``dh/ds``, since
+        ``0 < G < 1``) by :func:`find_fixed_points`; ``options`` go there. Stability is
+        read from the Jacobian of ``dh/ds`` itself, gate included.
 
         Returns
         -------
@@ -180,13 +277,13 @@ class GatedNODE(nn.Module):
         """
         x = torch.as_tensor(x, dtype=seeds.dtype, device=seeds.device)
 
-        def flow_minus_identity(h):
-            return self.flow(torch.cat([h, x.expand(len(h), -1)], dim=-1)) - h
+        def drive(h):
+            return self.drive(h, x.expand(len(h), -1))
 
         def field(h):
             return self.velocity(h, x.expand(len(h), -1))
 
-        points = find_fixed_points(flow_minus_identity, seeds, **options)
+        points = find_fixed_points(drive, seeds, **options)
         jac = _batch_jacobian(field, points)
         stable = torch.linalg.eigvals(jac).real.lt(0).all(dim=-1)
         speed = field(points).detach().norm(dim=-1)
