@@ -37,8 +37,12 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
 
     Parameters
     ----------
-    learning_rule : {{"delta", "hebb", "oja"}}, default="delta"
-        The continuous learning rule that programs the fast weights.
+    learning_rule : {{"delta", "hebb", "oja", "hebb_released", "oja_released"}}, default="delta"
+        The continuous learning rule that programs the fast weights: MODELS.md's
+        Delta, Hebb and Oja, or the forms of the paper's released code:
+        ``"hebb_released"`` (the raw rate ``b~``, no sigmoid, and no tanh on the
+        value: ``dW/ds = b~ v~ kᵀ``) and ``"oja_released"`` (the correction inside the
+        key softmax: ``dW/ds = beta v softmax(k~ − Wᵀ v)ᵀ``; generic solver only).
     post_tanh : bool, default=False
         Delta rule only: ``dW/ds = beta tanh(v~ − W k) kᵀ`` with the raw value ``v~``.
     variant : {{"cde", "ode", "recurrent"}}, default="cde"

@@ -100,6 +100,58 @@ def test_initial_state_is_one_hebbian_step():
     torch.testing.assert_close(W0, beta[..., None, None] * torch.einsum("bhi,bhj->bhij", v, k))
 
 
+@pytest.mark.parametrize("rule", ["hebb_released", "oja_released"])
+def test_released_rules_match_a_hand_written_slow_net(rule):
+    """The released code's Hebb (v2) and Oja, computed from the weights by hand.
+
+    ``a = LayerNorm(W_in c dX/ds + b_in)``, ``[k~, b~] = W_kb a`` per head,
+    ``v~ = W_v X + b_v``; hebb_released: ``b~ v~ softmax(k~)ᵀ``; oja_released:
+    ``sigmoid(b~) tanh(v~) softmax(k~ − Wᵀ tanh(v~))ᵀ``.
+    """
+    ip, path = make_path(7, [6, 4], random_state=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = ContinuousFWP(
+            ip.n_path_channels_, 2, hidden_size=6, n_heads=2, learning_rule=rule
+        ).double()
+    W = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    s = 2.3
+    u = model.derivative_scale * path.derivative(s)
+    a = torch.nn.functional.layer_norm(
+        u @ model.in_proj.weight.T + model.in_proj.bias,
+        (6,),
+        model.in_norm.weight,
+        model.in_norm.bias,
+    )
+    kb = (a @ model.key_rate.weight.T).reshape(2, 2, 4)
+    k_raw, b_raw = kb[..., :3], kb[..., 3]
+    v_raw = (path.evaluate(s) @ model.value.weight.T + model.value.bias).reshape(2, 2, 3)
+    if rule == "hebb_released":
+        expected = b_raw[..., None, None] * v_raw[..., :, None] * k_raw.softmax(-1)[..., None, :]
+    else:
+        v = v_raw.tanh()
+        key = (k_raw - torch.einsum("bhij,bhi->bhj", W, v)).softmax(-1)
+        expected = torch.sigmoid(b_raw)[..., None, None] * v[..., :, None] * key[..., None, :]
+    torch.testing.assert_close(model.forward_field(s, W, path), expected)
+    # not MODELS.md's form: the same weights under "hebb" / "oja" give another field
+    model.learning_rule = rule.removesuffix("_released")
+    assert (model.forward_field(s, W, path) - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("rule", ["hebb_released", "oja_released"])
+def test_released_rules_start_from_one_step_at_zero(rule):
+    """W(0) is the rule's own field at W = 0 and s = 0 (its raw rate, its softmax)."""
+    ip, path = make_path(6, [5, 4], random_state=9)
+    model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2, learning_rule=rule)
+    model = model.double()
+    zero = torch.zeros(2, 2, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(model.initial_state(path), model.forward_field(0.0, zero, path))
+    # and the oracle agrees with rk4 on the whole model (the field is smooth in W)
+    fine = model(path, method="rk4", step_size=0.02)
+    oracle = model(path, method="dopri5", rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fine, oracle, rtol=1e-5, atol=1e-5)
+
+
 def test_readout_uses_each_case_own_end():
     """Cases of different lengths are read at their own T_i, not at the batch's end."""
     ip, path = make_path(9, [8, 4], random_state=2)
@@ -220,3 +272,12 @@ def test_standardized_derivative_learns_a_long_smooth_series():
         scores[standardize] = clf.fit(X_train, y_train).score(X_test, y_test)
     assert scores[True] >= 0.90
     assert scores[True] - scores[False] >= 0.15
+
+
+def test_classifier_runs_the_released_oja_on_the_generic_solver_only(tiny_panel):
+    X, y = tiny_panel
+    params = dict(learning_rule="oja_released", hidden_size=8, n_heads=2, max_iter=2)
+    with pytest.raises(ValueError, match="learning_rule='oja_released' puts W inside"):
+        ContinuousDeltaClassifier(solver_backend="fast", **params).fit(X, y)
+    clf = ContinuousDeltaClassifier(random_state=0, **params).fit(X, y)
+    assert clf.module_.learning_rule == "oja_released"

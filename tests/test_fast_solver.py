@@ -14,7 +14,7 @@ from skfwp.fast_solver import (
     fixed_grid,
     integrate_rank_one,
 )
-from skfwp.nn.fwp import LEARNING_RULES, ContinuousFWP, learning_rule_update, rank_one_form
+from skfwp.nn.fwp import AFFINE_RULES, ContinuousFWP, learning_rule_update, rank_one_form
 from skfwp.path import InputPath
 
 DTYPE = torch.float64
@@ -107,7 +107,7 @@ def test_rank_one_solver_gradcheck_with_recomputed_chunks(monkeypatch):
     assert torch.autograd.gradcheck(lambda *x: integrate_rank_one(*x, plan, chunk_size=2), inputs)
 
 
-@pytest.mark.parametrize("rule", LEARNING_RULES)
+@pytest.mark.parametrize("rule", AFFINE_RULES)
 def test_rank_one_form_is_the_learning_rule(rule):
     W = torch.randn(5, 2, 4, 4, dtype=DTYPE)
     k = torch.randn(5, 2, 4, dtype=DTYPE).softmax(-1)
@@ -160,14 +160,14 @@ def _assert_fast_matches_generic(path, rule, variant, **options):
         assert _relative_error(fast_grads[name], grad) < RTOL, name
 
 
-@pytest.mark.parametrize("rule", LEARNING_RULES)
+@pytest.mark.parametrize("rule", AFFINE_RULES)
 @pytest.mark.parametrize("variant", ["cde", "ode"])
 @pytest.mark.parametrize("method", FAST_METHODS)
 def test_fast_matches_generic(path, rule, variant, method):
     _assert_fast_matches_generic(path, rule, variant, method=method)
 
 
-@pytest.mark.parametrize("rule", LEARNING_RULES)
+@pytest.mark.parametrize("rule", AFFINE_RULES)
 @pytest.mark.parametrize("step_size", [0.5, 0.7])
 def test_fast_matches_generic_other_step_sizes(path, rule, step_size):
     # 0.7 does not divide the final knots: cases are read out between grid points
@@ -179,6 +179,7 @@ def test_fast_matches_generic_other_step_sizes(path, rule, step_size):
     [
         ({"variant": "recurrent"}, {}, "variant='recurrent'"),
         ({"post_tanh": True}, {}, "post_tanh=True"),
+        ({"learning_rule": "oja_released"}, {}, "learning_rule='oja_released'"),
         ({}, {"method": "dopri5"}, "method='dopri5'"),
         ({}, {"adjoint": True}, "adjoint=True"),
     ],
@@ -227,7 +228,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA i
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("rule", LEARNING_RULES)
+@pytest.mark.parametrize("rule", AFFINE_RULES)
 def test_fast_matches_generic_on_cuda(path, rule):
     cuda_path = type(path)(path.coeffs.cuda(), path.ends.cuda(), path.interpolation)
     _assert_fast_matches_generic(cuda_path, rule, "cde", method="rk4")

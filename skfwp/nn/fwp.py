@@ -15,6 +15,15 @@ Learning rules (the vector field ``dW/ds``)::
     oja  :  beta v (k − Wᵀ v)ᵀ
     delta:  beta (v − W k) kᵀ          post_tanh: beta tanh(v~ − W k) kᵀ, v~ = W_v X + b_v
 
+These are MODELS.md's forms. The paper's released code writes two rules differently;
+they are offered under their own names (same slow net otherwise)::
+
+    hebb_released:  b~ v~ kᵀ                 the raw rate b~ (no sigmoid), no tanh on v
+    oja_released :  beta v softmax(k~ − Wᵀ v)ᵀ    the correction inside the key softmax
+
+(``k~`` the keys before their softmax). ``hebb_released`` is still affine in ``W``
+(it does not depend on it) and runs on the fast solver; ``oja_released`` is not.
+
 ``variant="recurrent"`` adds the fast net's output ``y = W q`` to the slow net's
 input: ``a = LayerNorm(W_in u + R y + b_in)``. Design choice: the query ``q`` there
 (and at readout) comes from ``a0 = LayerNorm(W_in u + b_in)``, which keeps ``q``
@@ -61,6 +70,7 @@ from ..solver import ModelField, integrate
 from .layers import FeedForward
 
 __all__ = [
+    "AFFINE_RULES",
     "LEARNING_RULES",
     "READOUTS",
     "SOLVER_BACKENDS",
@@ -70,7 +80,9 @@ __all__ = [
     "use_fast_solver",
 ]
 
-LEARNING_RULES = ("delta", "hebb", "oja")
+LEARNING_RULES = ("delta", "hebb", "oja", "hebb_released", "oja_released")
+#: The rules whose field is affine in W: the fast solver runs them.
+AFFINE_RULES = ("delta", "hebb", "oja", "hebb_released")
 READOUTS = ("query", "matrix")
 VARIANTS = ("cde", "ode", "recurrent")
 
@@ -95,19 +107,23 @@ def learning_rule_update(rule, W, k, v, beta, post_tanh=False):
 
     Parameters
     ----------
-    rule : {"hebb", "oja", "delta"}
+    rule : {"hebb", "oja", "delta", "hebb_released", "oja_released"}
     W : Tensor of shape (..., h, d, d)
     k, v : Tensor of shape (..., h, d)
-        Keys (on the simplex) and values (raw values ``v~`` when ``post_tanh``).
+        Keys (on the simplex; their logits ``k~`` for ``"oja_released"``) and values
+        (raw values ``v~`` when ``post_tanh`` or ``"hebb_released"``).
     beta : Tensor of shape (..., h)
+        The rate (the raw ``b~`` for ``"hebb_released"``).
 
     Returns
     -------
     Tensor of shape (..., h, d, d)
     """
     beta = beta[..., None, None]
-    if rule == "hebb":
+    if rule in ("hebb", "hebb_released"):
         return beta * _outer(v, k)
+    if rule == "oja_released":
+        return beta * _outer(v, torch.softmax(k - _matvec(W.transpose(-1, -2), v), dim=-1))
     if rule == "oja":
         return beta * _outer(v, k - _matvec(W.transpose(-1, -2), v))
     error = v - _matvec(W, k)
@@ -120,7 +136,7 @@ def rank_one_form(rule, k, v):
     """A rule as the fast solver's ``dS/ds = beta (p − S q) qᵀ`` (or ``beta p qᵀ``).
 
     Returns ``(p, q, decay, transposed)``: ``S = Wᵀ`` when ``transposed``. Delta:
-    ``S = W, p = v, q = k``; Hebb: the same without decay; Oja: ``dWᵀ/ds =
+    ``S = W, p = v, q = k``; Hebb (and ``hebb_released``): the same without decay; Oja: ``dWᵀ/ds =
     beta (k − Wᵀ v) vᵀ``, the delta form on ``Wᵀ`` with keys and values swapped.
     """
     if rule == "oja":
@@ -128,8 +144,13 @@ def rank_one_form(rule, k, v):
     return v, k, rule == "delta", False
 
 
-def _fast_solver_unsupported(variant, post_tanh):
+def _fast_solver_unsupported(variant, post_tanh, learning_rule="delta"):
     """Why the model's own settings rule the fast solver out, or None when they do not."""
+    if learning_rule not in AFFINE_RULES:  # oja_released
+        return (
+            f"learning_rule={learning_rule!r} puts W inside the key softmax, so the "
+            "learning rule is not affine in W"
+        )
     if variant not in ("cde", "ode"):
         return (
             f"variant={variant!r} feeds the fast weights back into the slow net, so the "
@@ -147,7 +168,7 @@ def use_fast_solver(solver_backend, learning_rule, post_tanh, variant, method, a
     ValueError says why when the settings do not allow it
     (:func:`skfwp.fast_solver.use_fast_path`).
     """
-    reason = _fast_solver_unsupported(variant, post_tanh)
+    reason = _fast_solver_unsupported(variant, post_tanh, learning_rule)
     return use_fast_path(solver_backend, method, adjoint, reason)
 
 
@@ -164,7 +185,8 @@ class ContinuousFWP(nn.Module):
     n_heads : int
     ff_dim : int or None
         Width of the readout feed-forward block (None: ``4 H``).
-    learning_rule : {"delta", "hebb", "oja"}
+    learning_rule : {"delta", "hebb", "oja", "hebb_released", "oja_released"}
+        Module docstring; the ``_released`` forms are the paper's code's.
     post_tanh : bool
         Delta rule only: squash the prediction error instead of the value.
     variant : {"cde", "ode", "recurrent"}
@@ -273,10 +295,12 @@ class ContinuousFWP(nn.Module):
         if y is not None:
             pre = pre + self.recurrent(y)
         kb = self.key_rate(self.in_norm(pre)).unflatten(-1, (self.n_heads, self.head_dim + 1))
-        k = torch.softmax(kb[..., :-1], dim=-1)
-        beta = torch.sigmoid(kb[..., -1])
+        k, rate = kb[..., :-1], kb[..., -1]
+        if self.learning_rule != "oja_released":  # that rule takes the softmax itself
+            k = torch.softmax(k, dim=-1)
+        beta = rate if self.learning_rule == "hebb_released" else torch.sigmoid(rate)
         v = self._heads(self.value(x))
-        if not self.post_tanh:
+        if not (self.post_tanh or self.learning_rule == "hebb_released"):
             v = torch.tanh(v)
         return k, v, beta
 
@@ -291,12 +315,15 @@ class ContinuousFWP(nn.Module):
         return learning_rule_update(self.learning_rule, W, k, v, beta, self.post_tanh)
 
     def initial_state(self, path):
-        """One Hebbian step from the first observation: ``W(0) = beta v kᵀ``."""
+        """One step of the rule from ``W = 0`` at the first observation: ``W(0) = beta v kᵀ``.
+
+        (Every rule reads ``beta v kᵀ`` at ``W = 0``, with its own ``beta``, ``v`` and
+        ``k``: ``tanh(v~)`` for ``post_tanh``, the raw rate for ``"hebb_released"``.)
+        """
         u, x = self._drive(path, 0.0)
         k, v, beta = self.keys_values_rates(u, x)
-        if self.post_tanh:
-            v = torch.tanh(v)
-        return beta[..., None, None] * _outer(v, k)
+        zero = v.new_zeros(v.shape + v.shape[-1:])
+        return learning_rule_update(self.learning_rule, zero, k, v, beta, self.post_tanh)
 
     def readout(self, W, path):
         """Logits from the fast weights at each case's final knot, ``W`` (batch, h, d, d)."""
