@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
-from .nn.gated import INITS, GatedNODE
+from .nn.gated import FLOW_ACTIVATIONS, INITS, GatedNODE
 
 __all__ = ["GatedNODEClassifier"]
 
@@ -107,7 +107,7 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "gated": ["boolean"],
         "leak": ["boolean"],
         "gain": ["boolean"],
-        "flow_activation": [None, StrOptions({"tanh"})],
+        "flow_activation": [None, StrOptions({name for name in FLOW_ACTIVATIONS if name})],
         "init": [StrOptions(set(INITS))],
     }
     _layer_params = ("flow_layers",)

@@ -136,15 +136,16 @@ def rank_one_form(rule, k, v):
     """A rule as the fast solver's ``dS/ds = beta (p − S q) qᵀ`` (or ``beta p qᵀ``).
 
     Returns ``(p, q, decay, transposed)``: ``S = Wᵀ`` when ``transposed``. Delta:
-    ``S = W, p = v, q = k``; Hebb (and ``hebb_released``): the same without decay; Oja: ``dWᵀ/ds =
-    beta (k − Wᵀ v) vᵀ``, the delta form on ``Wᵀ`` with keys and values swapped.
+    ``S = W, p = v, q = k``; Hebb (and ``hebb_released``): the same without decay;
+    Oja: ``dWᵀ/ds = beta (k − Wᵀ v) vᵀ``, the delta form on ``Wᵀ`` with keys and
+    values swapped.
     """
     if rule == "oja":
         return k, v, True, True
     return v, k, rule == "delta", False
 
 
-def _fast_solver_unsupported(variant, post_tanh, learning_rule="delta"):
+def _fast_solver_unsupported(variant, post_tanh, learning_rule):
     """Why the model's own settings rule the fast solver out, or None when they do not."""
     if learning_rule not in AFFINE_RULES:  # oja_released
         return (
