@@ -8,13 +8,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier
-from .nn.fwp import (
-    LEARNING_RULES,
-    READOUTS,
-    VARIANTS,
-    ContinuousFWP,
-    use_fast_solver,
-)
+from .nn.fwp import LEARNING_RULES, READOUTS, VARIANTS, ContinuousFWP
 
 __all__ = ["ContinuousDeltaClassifier"]
 
@@ -42,7 +36,8 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         Delta, Hebb and Oja, or the forms of the paper's released code:
         ``"hebb_released"`` (the raw rate ``b~``, no sigmoid, and no tanh on the
         value: ``dW/ds = b~ v~ kᵀ``) and ``"oja_released"`` (the correction inside the
-        key softmax: ``dW/ds = beta v softmax(k~ − Wᵀ v)ᵀ``; generic solver only).
+        key softmax: ``dW/ds = beta v softmax(k~ − Wᵀ v)ᵀ``; not affine in ``W``:
+        the fixed-grid fast path).
     post_tanh : bool, default=False
         Delta rule only: ``dW/ds = beta tanh(v~ − W k) kᵀ`` with the raw value ``v~``.
     variant : {{"cde", "ode", "recurrent"}}, default="cde"
@@ -70,10 +65,11 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         small that keys and rates barely see the data (:mod:`skfwp.nn.fwp`; the
         measurements are in docs/models/continuous_delta.md).
     solver_backend : {{"auto", "fast", "generic"}}, default="auto"
-        ``"fast"``: the fast solver (:mod:`skfwp.fast_solver`), which evaluates the
-        slow net at every solver stage in one batched call and back-propagates through
-        the affine learning rule with a hand-written, checkpointed backward; it needs
-        ``variant`` "cde" or "ode", ``post_tanh=False``, ``method`` "euler",
+        ``"fast"``: a fast path (:mod:`skfwp.fast_solver`) that evaluates the slow
+        net's input terms at every solver stage in one batched call: for a learning
+        rule affine in ``W`` (``variant`` "cde" or "ode", ``post_tanh=False``, any rule
+        but "oja_released") the rank-one solver with a hand-written, checkpointed
+        backward, otherwise the fixed-grid loop. It needs ``method`` "euler",
         "midpoint" or "rk4" and ``adjoint=False``, and raises a ValueError naming the
         setting otherwise. ``"generic"``: the torchdiffeq solver, one slow-net call per
         stage. ``"auto"``: fast where it applies, generic otherwise. Both give the same
@@ -141,14 +137,7 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
             raise ValueError(
                 f"post_tanh=True applies to learning_rule='delta' only, not {self.learning_rule!r}."
             )
-        use_fast_solver(  # raises for solver_backend="fast" with settings it cannot run
-            self.solver_backend,
-            self.learning_rule,
-            self.post_tanh,
-            self.variant,
-            self.method,
-            self.adjoint,
-        )
+        super()._check_params()  # solver_backend="fast" with settings it cannot run
 
     def _build_module(self, n_path_channels, n_classes):
         return ContinuousFWP(

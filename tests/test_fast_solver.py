@@ -14,7 +14,13 @@ from skfwp.fast_solver import (
     fixed_grid,
     integrate_rank_one,
 )
-from skfwp.nn.fwp import AFFINE_RULES, ContinuousFWP, learning_rule_update, rank_one_form
+from skfwp.nn.fwp import (
+    AFFINE_RULES,
+    LEARNING_RULES,
+    ContinuousFWP,
+    learning_rule_update,
+    rank_one_form,
+)
 from skfwp.path import InputPath
 
 DTYPE = torch.float64
@@ -147,9 +153,15 @@ def _logits_and_grads(module, path, **options):
     return logits.detach(), {name: p.grad.clone() for name, p in module.named_parameters()}
 
 
-def _assert_fast_matches_generic(path, rule, variant, **options):
+def _assert_fast_matches_generic(path, rule, variant, post_tanh=False, **options):
     module = ContinuousFWP(
-        path.n_channels, 3, hidden_size=8, n_heads=2, learning_rule=rule, variant=variant
+        path.n_channels,
+        3,
+        hidden_size=8,
+        n_heads=2,
+        learning_rule=rule,
+        variant=variant,
+        post_tanh=post_tanh,
     ).double()
     logits, grads = _logits_and_grads(module, path, solver_backend="generic", **options)
     fast_logits, fast_grads = _logits_and_grads(module, path, solver_backend="fast", **options)
@@ -174,18 +186,43 @@ def test_fast_matches_generic_other_step_sizes(path, rule, step_size):
     _assert_fast_matches_generic(path, rule, "cde", method="rk4", step_size=step_size)
 
 
+# the fixed-grid fast path: every setting whose field is not affine in W
+NON_AFFINE = [
+    *[(rule, "cde", False) for rule in LEARNING_RULES if rule not in AFFINE_RULES],
+    ("delta", "cde", True),  # post_tanh
+    *[(rule, "recurrent", False) for rule in LEARNING_RULES],
+]
+
+
+@pytest.mark.parametrize(("rule", "variant", "post_tanh"), NON_AFFINE)
+@pytest.mark.parametrize("method", FAST_METHODS)
+def test_fixed_grid_fast_path_matches_generic(path, rule, variant, post_tanh, method):
+    module = ContinuousFWP(
+        path.n_channels,
+        3,
+        hidden_size=8,
+        n_heads=2,
+        learning_rule=rule,
+        variant=variant,
+        post_tanh=post_tanh,
+    )
+    assert not module.affine
+    _assert_fast_matches_generic(path, rule, variant, post_tanh, method=method)
+
+
+def test_fixed_grid_fast_path_other_step_size_and_chunks(path, monkeypatch):
+    # 0.7 does not divide the final knots; a tiny memory budget forces checkpointed
+    # chunks of steps, whose backward recomputes each chunk
+    monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 1)
+    _assert_fast_matches_generic(path, "oja_released", "recurrent", method="rk4", step_size=0.7)
+
+
 @pytest.mark.parametrize(
-    ("settings", "options", "reason"),
-    [
-        ({"variant": "recurrent"}, {}, "variant='recurrent'"),
-        ({"post_tanh": True}, {}, "post_tanh=True"),
-        ({"learning_rule": "oja_released"}, {}, "learning_rule='oja_released'"),
-        ({}, {"method": "dopri5"}, "method='dopri5'"),
-        ({}, {"adjoint": True}, "adjoint=True"),
-    ],
+    ("options", "reason"),
+    [({"method": "dopri5"}, "method='dopri5'"), ({"adjoint": True}, "adjoint=True")],
 )
-def test_fast_backend_says_why_it_cannot_run(path, settings, options, reason):
-    module = ContinuousFWP(path.n_channels, 3, hidden_size=8, n_heads=2, **settings).double()
+def test_fast_backend_says_why_it_cannot_run(path, options, reason):
+    module = ContinuousFWP(path.n_channels, 3, hidden_size=8, n_heads=2).double()
     with pytest.raises(ValueError, match=reason):
         module(path, solver_backend="fast", **options)
     # "auto" falls back to the generic path
@@ -196,7 +233,7 @@ def test_fast_backend_says_why_it_cannot_run(path, settings, options, reason):
 
 
 def test_unknown_backend(path):
-    module = ContinuousFWP(path.n_channels, 3, hidden_size=8, n_heads=2)
+    module = ContinuousFWP(path.n_channels, 3, hidden_size=8, n_heads=2).double()
     with pytest.raises(ValueError, match="solver_backend='turbo' is not one of"):
         module(path, solver_backend="turbo")
 
@@ -206,8 +243,8 @@ def test_unknown_backend(path):
 
 def test_classifier_rejects_fast_backend_it_cannot_run():
     X = _panel()
-    clf = ContinuousDeltaClassifier(solver_backend="fast", variant="recurrent", max_iter=1)
-    with pytest.raises(ValueError, match="variant='recurrent'"):
+    clf = ContinuousDeltaClassifier(solver_backend="fast", method="dopri5", max_iter=1)
+    with pytest.raises(ValueError, match="method='dopri5'"):
         clf.fit(X, [0, 1, 0, 1, 0])
 
 

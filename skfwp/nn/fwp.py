@@ -51,12 +51,18 @@ reads every entry of the fast weights through ``W_o``: the same as answering the
 from the path's last stretch. It measured better on the development data sets
 (docs/models/continuous_delta.md).
 
-Solvers (``solver_backend``): for the ``"cde"`` and ``"ode"`` variants without
-``post_tanh``, ``k``, ``v`` and ``beta`` depend on the input path only, so ``dW/ds``
-is affine in ``W`` and every rule is one rank-one form (:func:`rank_one_form`) that
-:mod:`skfwp.fast_solver` integrates with the slow net evaluated at all stage times in
-one batched call. Otherwise, and with ``solver_backend="generic"``, the field goes
-through :func:`skfwp.solver.integrate` (torchdiffeq) one stage at a time.
+Solvers (``solver_backend``): two fast paths, both for fixed-step methods. For the
+``"cde"`` and ``"ode"`` variants without ``post_tanh`` and with a rule of
+:data:`AFFINE_RULES`, ``k``, ``v`` and ``beta`` depend on the input path only, so
+``dW/ds`` is affine in ``W`` and every rule is one rank-one form
+(:func:`rank_one_form`) that :func:`skfwp.fast_solver.integrate_rank_one` integrates
+(hand-written backward). Every other setting (``"oja_released"``, ``post_tanh``, the
+recurrent variant) goes through :func:`skfwp.fast_solver.integrate_fixed_grid`: what
+depends on the input path alone (``k, v, beta``; for the recurrent variant ``W_in u``,
+the query and ``v``) is computed for every stage time in one batched call, and each
+stage computes only what reads ``W``. With ``solver_backend="generic"``, or an
+adaptive method or the adjoint, the field goes through :func:`skfwp.solver.integrate`
+(torchdiffeq) one stage at a time.
 """
 
 from __future__ import annotations
@@ -65,8 +71,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..fast_solver import SOLVER_BACKENDS, StagePlan, integrate_rank_one, use_fast_path
-from ..solver import ModelField, integrate
+from ..fast_solver import SOLVER_BACKENDS, StagePlan, integrate_fixed_grid, integrate_rank_one
+from ..solver import ModelField, solve
 from .layers import FeedForward
 
 __all__ = [
@@ -77,11 +83,11 @@ __all__ = [
     "VARIANTS",
     "ContinuousFWP",
     "rank_one_form",
-    "use_fast_solver",
 ]
 
 LEARNING_RULES = ("delta", "hebb", "oja", "hebb_released", "oja_released")
-#: The rules whose field is affine in W: the fast solver runs them.
+#: The rules whose field is affine in W (without ``post_tanh``, in the ``"cde"`` and
+#: ``"ode"`` variants): the rank-one fast solver runs them.
 AFFINE_RULES = ("delta", "hebb", "oja", "hebb_released")
 READOUTS = ("query", "matrix")
 VARIANTS = ("cde", "ode", "recurrent")
@@ -143,34 +149,6 @@ def rank_one_form(rule, k, v):
     if rule == "oja":
         return k, v, True, True
     return v, k, rule == "delta", False
-
-
-def _fast_solver_unsupported(variant, post_tanh, learning_rule):
-    """Why the model's own settings rule the fast solver out, or None when they do not."""
-    if learning_rule not in AFFINE_RULES:  # oja_released
-        return (
-            f"learning_rule={learning_rule!r} puts W inside the key softmax, so the "
-            "learning rule is not affine in W"
-        )
-    if variant not in ("cde", "ode"):
-        return (
-            f"variant={variant!r} feeds the fast weights back into the slow net, so the "
-            "learning rule is not affine in W"
-        )
-    if post_tanh:
-        return "post_tanh=True squashes the error v − W k, so the learning rule is not affine in W"
-    return None
-
-
-def use_fast_solver(solver_backend, learning_rule, post_tanh, variant, method, adjoint):
-    """Whether ``solver_backend`` runs the fast solver for these settings.
-
-    ``"auto"``: where it applies; ``"generic"``: never; ``"fast"``: always, and a
-    ValueError says why when the settings do not allow it
-    (:func:`skfwp.fast_solver.use_fast_path`).
-    """
-    reason = _fast_solver_unsupported(variant, post_tanh, learning_rule)
-    return use_fast_path(solver_backend, method, adjoint, reason)
 
 
 class ContinuousFWP(nn.Module):
@@ -295,15 +273,24 @@ class ContinuousFWP(nn.Module):
         pre = self.in_proj(u)
         if y is not None:
             pre = pre + self.recurrent(y)
+        k, beta = self._keys_rates(pre)
+        return k, self._values(x), beta
+
+    def _keys_rates(self, pre):
+        """``k`` and ``beta`` from the slow net's pre-activation ``W_in u (+ R y) + b_in``."""
         kb = self.key_rate(self.in_norm(pre)).unflatten(-1, (self.n_heads, self.head_dim + 1))
         k, rate = kb[..., :-1], kb[..., -1]
         if self.learning_rule != "oja_released":  # that rule takes the softmax itself
             k = torch.softmax(k, dim=-1)
         beta = rate if self.learning_rule == "hebb_released" else torch.sigmoid(rate)
+        return k, beta
+
+    def _values(self, x):
+        """``v = tanh(W_v X + b_v)`` per head (untanh'd for ``post_tanh``, ``"hebb_released"``)."""
         v = self._heads(self.value(x))
         if not (self.post_tanh or self.learning_rule == "hebb_released"):
             v = torch.tanh(v)
-        return k, v, beta
+        return v
 
     # -- dynamics ---------------------------------------------------------------------
     def forward_field(self, s, W, path):
@@ -340,37 +327,68 @@ class ContinuousFWP(nn.Module):
         z = z + self.ff(z)
         return self.classifier(z)
 
-    def forward(self, path, solver_backend="auto", **solver_options):
-        fast = use_fast_solver(
-            solver_backend,
-            self.learning_rule,
-            self.post_tanh,
-            self.variant,
-            solver_options.get("method", "rk4"),
-            solver_options.get("adjoint", False),
+    @property
+    def affine(self):
+        """Whether ``dW/ds`` is affine in ``W`` (the rank-one fast solver applies)."""
+        return (
+            self.learning_rule in AFFINE_RULES
+            and self.variant in ("cde", "ode")
+            and not self.post_tanh
         )
-        W0 = self.initial_state(path)
-        if fast:
-            W_end = self.integrate_fast(W0, path, **solver_options)
-        else:
-            W_end = integrate(ModelField(self), W0, path, **solver_options)
+
+    def forward(self, path, solver_backend="auto", **solver_options):
+        W_end = solve(
+            ModelField(self),
+            self.initial_state(path),
+            path,
+            self.integrate_fast,
+            solver_backend,
+            **solver_options,
+        )
         return self.readout(W_end, path)
 
-    def integrate_fast(self, W0, path, method="rk4", step_size=None, **unused):
-        """``W(T_i)`` from the fast solver: the slow net at every stage time in one call.
+    def integrate_fast(self, W0, path, method="rk4", step_size=None):
+        """``W(T_i)`` from a fast path: the slow net at every stage time in one call.
 
-        ``unused`` takes the generic path's options (``rtol``, ``atol``, ``adjoint``),
-        which fixed-step methods ignore.
+        The rank-one solver where the rule is affine in ``W`` (:attr:`affine`), the
+        fixed-grid loop otherwise.
         """
         if int(path.ends.max()) == 0:  # every case is a single observation
             return W0
         plan = StagePlan(path.ends, method, step_size, W0.dtype)
         u, x = self._drive(path, plan.times)  # (batch, n_times, K)
+        if not self.affine:
+            return self._integrate_fixed_grid(W0, u, x, plan)
         k, v, beta = self._keys_values_rates_at_stages(u, x)
         p, q, decay, transposed = rank_one_form(self.learning_rule, k, v)
         S0 = W0.transpose(-1, -2) if transposed else W0
         S = integrate_rank_one(S0, p, q, beta, plan, decay=decay)
         return S.transpose(-1, -2) if transposed else S
+
+    def _integrate_fixed_grid(self, W0, u, x, plan):
+        """``W(T_i)`` by :func:`skfwp.fast_solver.integrate_fixed_grid` for a rule that is
+        not affine in ``W``; ``u, x`` (batch, n_times, K) at ``plan.times``."""
+        recurrent = self.variant == "recurrent"
+
+        def prepare(u, x):  # (n_stages, n, batch, K) -> the terms that do not read W
+            if recurrent:
+                return self.in_proj(u), self.query_weights(u), self._values(x)
+            return self.keys_values_rates(u, x)
+
+        def field(W, terms):
+            (W,) = W
+            if recurrent:
+                pre, q, v = terms
+                k, beta = self._keys_rates(pre + self.recurrent(_matvec(W, q).flatten(-2)))
+            else:
+                k, v, beta = terms
+            return (learning_rule_update(self.learning_rule, W, k, v, beta, self.post_tanh),)
+
+        drive = (u.transpose(0, 1), x.transpose(0, 1))  # time-major
+        (W_end,) = integrate_fixed_grid(
+            field, (W0,), drive, plan, prepare=prepare, inputs=tuple(self.parameters())
+        )
+        return W_end
 
     def _keys_values_rates_at_stages(self, u, x):
         """:meth:`keys_values_rates` of (batch, n_times, K) inputs, time-major outputs.
