@@ -2,8 +2,11 @@
 
 Prints two markdown tables:
 
-1. peak RSS of a process that predicts 1k, 10k and 100k cases of length 100 (each size
-   in a fresh subprocess, so peaks do not carry over), beside the size of the input;
+1. peak RSS and time of a process that predicts 1k, 10k and 100k cases of length 100,
+   and 1k of length 2,000 (each in a fresh subprocess, so peaks do not carry over),
+   beside the size of the input: with the prediction batches of a memory budget
+   (``skfwp.base.prediction_batches``, the default) and with fixed batches of 32
+   cases (the earlier rule), in the same run;
 2. wall time of ``GridSearchCV(n_jobs=2)`` on a small grid, with torch's threads left
    to joblib (each loky worker gets its share of the cores), and with every worker
    forced to use all cores (``n_threads=os.cpu_count()``: oversubscription), beside
@@ -34,10 +37,19 @@ def _fitted_model():
     ).fit(X, y)
 
 
-def _predict_peak(n_cases, queue):
+def _fixed_batches(ends, budget=None):
+    """The earlier prediction rule: 32 cases a batch, in their own order."""
+    return [np.arange(lo, min(lo + 32, len(ends))) for lo in range(0, len(ends), 32)]
+
+
+def _predict_peak(n_cases, length, batching, queue):
+    from skfwp import base as skfwp_base
+
+    if batching == "32 a batch":
+        skfwp_base.prediction_batches = _fixed_batches
     model = _fitted_model()
     rng = np.random.default_rng(1)
-    X = rng.normal(size=(n_cases, 2, 100)).astype(np.float64)
+    X = rng.normal(size=(n_cases, 2, length)).astype(np.float64)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     model.predict(X)
@@ -49,16 +61,23 @@ def _predict_peak(n_cases, queue):
 def predict_memory(sizes):
     ctx = mp.get_context("spawn")
     rows = []
-    for n in sizes:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_predict_peak, args=(n, queue))
-        proc.start()
-        rows.append((n, *queue.get()))
-        proc.join()
-    print("\n| cases | input MiB | RSS before predict MiB | peak RSS MiB | predict s |")
-    print("|---|---|---|---|---|")
-    for n, x_mib, base, peak, seconds in rows:
-        print(f"| {n:,} | {x_mib:.0f} | {base:.0f} | {peak:.0f} | {seconds:.1f} |")
+    for n, length in sizes:
+        for batching in ("memory budget", "32 a batch"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_predict_peak, args=(n, length, batching, queue))
+            proc.start()
+            rows.append((n, length, batching, *queue.get()))
+            proc.join()
+    print(
+        "\n| cases | length | batches | input MiB | RSS before predict MiB | peak RSS MiB "
+        "| predict s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n, length, batching, x_mib, base, peak, seconds in rows:
+        print(
+            f"| {n:,} | {length:,} | {batching} | {x_mib:.0f} | {base:.0f} | {peak:.0f} "
+            f"| {seconds:.1f} |"
+        )
 
 
 def grid_threads(n_cases, max_iter):
@@ -99,7 +118,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
     args = parser.parse_args(argv)
-    sizes = (100, 1_000) if args.quick else (1_000, 10_000, 100_000)
+    if args.quick:
+        sizes = [(100, 100), (100, 1_000)]
+    else:
+        sizes = [(1_000, 100), (10_000, 100), (100_000, 100), (1_000, 2_000)]
     print(f"machine: {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
     predict_memory(sizes)
     grid_threads(40 if args.quick else 200, 2 if args.quick else 15)

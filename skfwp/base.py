@@ -43,6 +43,7 @@ __all__ = [
     "FITTED_ATTRIBUTES_DOC",
     "BaseSequenceClassifier",
     "keyword_init",
+    "prediction_batches",
 ]
 
 #: Shared parameters and their defaults, in the order ``__init__`` lists them after a
@@ -92,6 +93,13 @@ AUTO_WINDOW_STEPS = 32
 AUTO_BATCH_DIVISOR = 8
 AUTO_BATCH_RANGE = (8, 32)
 
+#: Prediction (and the validation score) runs without an autograd graph, in batches of
+#: cases whose count times their longest path (in knots, after the log-signature
+#: windows) is at most this many, so that the memory of the per-stage input terms
+#: (a few hundred bytes per case and solver time) stays near 100 MB: many short
+#: series go at once, a long one alone. Cases are batched in order of length.
+PREDICT_KNOTS = 2**16
+
 COMMON_PARAMS_DOC = """\
 hidden_size : int, default={hidden_size}
         Width ``H`` of the model's hidden state.
@@ -128,9 +136,10 @@ hidden_size : int, default={hidden_size}
     max_iter : int, default={max_iter}
         Maximum number of epochs.
     batch_size : int or "auto", default={batch_size}
-        Cases per mini-batch, in training and prediction. "auto": ``ceil(n_train / 8)``
-        clipped to ``[8, 32]`` in training (:data:`AUTO_BATCH_DIVISOR`), 32 in
-        prediction.
+        Cases per training mini-batch. "auto": ``ceil(n_train / 8)`` clipped to
+        ``[8, 32]`` (:data:`AUTO_BATCH_DIVISOR`). Prediction, which keeps no autograd
+        graph, takes as many cases at once as a memory budget allows
+        (:data:`PREDICT_KNOTS`).
     learning_rate_init : float, default={learning_rate_init}
         AdamW's initial learning rate; halved when the monitored score plateaus.
     alpha : float, default={alpha}
@@ -261,6 +270,31 @@ _REGISTRY = {}
 
 class _NonFiniteStep(ArithmeticError):
     """A training step produced a non-finite loss or gradient."""
+
+
+def prediction_batches(ends, budget=None):
+    """Index arrays that split cases into prediction batches (:data:`PREDICT_KNOTS`).
+
+    Cases go in order of their final knot ``ends`` (a batch is solved up to its longest
+    case), and a batch's size times its longest path in knots stays within ``budget``
+    (default :data:`PREDICT_KNOTS`), or it holds a single case.
+
+    Examples
+    --------
+    >>> [b.tolist() for b in prediction_batches(np.array([9, 1, 9, 3]), budget=20)]
+    [[1, 3], [0, 2]]
+    """
+    budget = PREDICT_KNOTS if budget is None else budget
+    order = np.argsort(ends, kind="stable")
+    batches, start = [], 0
+    for stop in range(1, len(order) + 1):
+        knots = int(ends[order[stop - 1]]) + 1  # the longest so far: sorted
+        if stop - start > 1 and (stop - start) * knots > budget:
+            batches.append(order[start : stop - 1])
+            start = stop - 1
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
 
 
 def _resolve_device(device):
@@ -659,13 +693,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
 
         return epoch_data
 
-    def _batch_size(self, n_train=None):
-        """Cases per mini-batch: ``batch_size``, or its "auto" rule (prediction: None)."""
+    def _batch_size(self, n_train):
+        """Cases per training mini-batch: ``batch_size``, or its "auto" rule."""
         if self.batch_size != "auto":
             return self.batch_size
         low, high = AUTO_BATCH_RANGE
-        if n_train is None:
-            return high
         return int(min(max(math.ceil(n_train / AUTO_BATCH_DIVISOR), low), high))
 
     def _class_weights(self, y_index, classes):
@@ -931,13 +963,10 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
     @torch.no_grad()
     def _evaluate(self, data, index, y_t, w_t):
         self.module_.eval()
-        batch_size = self._batch_size()
-        logits = torch.cat(
-            [
-                self._combine(self._batch_logits(data, index[lo : lo + batch_size])).cpu()
-                for lo in range(0, len(index), batch_size)
-            ]
-        )
+        logits = torch.empty(len(index), len(self.classes_))
+        for batch in prediction_batches(data.ends[index].numpy()):
+            rows = self._combine(self._batch_logits(data, index[batch]))
+            logits[torch.as_tensor(batch)] = rows.float().cpu()
         target, w = y_t[index], w_t[index]
         losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
         loss = float((losses * w).sum() / w.sum().clamp_min(1e-12))
@@ -951,16 +980,13 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         X, lengths = check_X(X, n_channels=self.n_features_in_)
         check_float32_range(X)
         self.module_.eval()
-        batch_size = self._batch_size()
-        chunk = max(batch_size, 256)  # cases turned into spline coefficients at once
-        out = []
+        chunk = 1024  # cases turned into spline coefficients at once
+        logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
         with _torch_threads(self.n_threads):
             for lo in range(0, len(X), chunk):
                 data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
-                for b in range(0, len(data), batch_size):
-                    index = np.arange(b, min(b + batch_size, len(data)))
-                    out.append(self._predict_batch(data, index))
-        logits = torch.cat(out)
+                for batch in prediction_batches(data.ends.numpy()):
+                    logits[torch.as_tensor(lo + batch)] = self._predict_batch(data, batch)
         bad = np.flatnonzero(~torch.isfinite(logits).all(dim=1).numpy())
         if bad.size:
             raise ValueError(

@@ -2,13 +2,14 @@
 the automatic log-signature window. Each is checked against an independent computation."""
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_panel
 
-from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier
+from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier, base
 from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
 
@@ -127,7 +128,6 @@ def test_auto_window_from_the_longest_training_case():
 def test_auto_batch_size_gives_small_sets_several_steps_an_epoch(monkeypatch):
     clf = GatedNODEClassifier(**SMALL_GATED, batch_size="auto", max_iter=2, random_state=0)
     assert [clf._batch_size(n) for n in (20, 100, 1000)] == [8, 13, 32]
-    assert clf._batch_size() == 32  # prediction
     steps = []
     step = torch.optim.AdamW.step
     monkeypatch.setattr(
@@ -135,3 +135,26 @@ def test_auto_batch_size_gives_small_sets_several_steps_an_epoch(monkeypatch):
     )
     clf.fit(*make_tiny_panel(n_cases=20))
     assert len(steps) == 2 * 3  # ceil(20 / 8) batches in each of 2 epochs
+
+
+def test_prediction_batches_cover_every_case_once_within_the_budget():
+    ends = np.random.default_rng(0).integers(0, 60, size=200)
+    batches = base.prediction_batches(ends, budget=150)
+    assert np.array_equal(np.sort(np.concatenate(batches)), np.arange(200))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * (ends[batch].max() + 1) <= 150
+    for shorter, longer in itertools.pairwise(batches):  # in order of length
+        assert ends[shorter].max() <= ends[longer].min()
+    # a batch is as large as the budget allows: adding the next case would exceed it
+    for batch, following in itertools.pairwise(batches):
+        assert (len(batch) + 1) * (ends[following[0]] + 1) > 150
+    assert len(base.prediction_batches(np.full(10, 3))) == 1  # the default budget
+
+
+def test_predictions_do_not_depend_on_the_prediction_batches(monkeypatch):
+    X, y = make_tiny_panel(n_cases=12, n_timepoints=20)
+    X = [case[:, : 20 - i] for i, case in enumerate(X)]  # unequal lengths
+    clf = GatedNODEClassifier(**SMALL_GATED, max_iter=2, random_state=0).fit(X, y)
+    together = clf.predict_proba(X)
+    monkeypatch.setattr(base, "PREDICT_KNOTS", 1)  # every case alone
+    np.testing.assert_allclose(clf.predict_proba(X), together, rtol=0, atol=1e-6)
