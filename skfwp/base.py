@@ -279,6 +279,18 @@ def prediction_batches(ends, budget=None):
     case), and a batch's size times its longest path in knots stays within ``budget``
     (default :data:`PREDICT_KNOTS`), or it holds a single case.
 
+    Parameters
+    ----------
+    ends : ndarray of shape (n_cases,)
+        Each case's final knot index (``PathData.ends``).
+    budget : int or None, default=None
+        Cases times knots a batch may hold; None: :data:`PREDICT_KNOTS`.
+
+    Returns
+    -------
+    list of ndarray
+        Case indices, one array per batch; together every case once.
+
     Examples
     --------
     >>> [b.tolist() for b in prediction_batches(np.array([9, 1, 9, 3]), budget=20)]
@@ -980,7 +992,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         X, lengths = check_X(X, n_channels=self.n_features_in_)
         check_float32_range(X)
         self.module_.eval()
-        chunk = 1024  # cases turned into spline coefficients at once
+        # cases turned into spline coefficients at once: about 4M observation times
+        chunk = min(1024, max(2**22 // X.shape[2], 1))
         logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
         with _torch_threads(self.n_threads):
             for lo in range(0, len(X), chunk):
