@@ -992,8 +992,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         X, lengths = check_X(X, n_channels=self.n_features_in_)
         check_float32_range(X)
         self.module_.eval()
-        # cases turned into spline coefficients at once: about 4M observation times
-        chunk = min(1024, max(2**22 // X.shape[2], 1))
+        # cases turned into spline coefficients at once: about 1M observation times
+        chunk = min(1024, max(2**20 // X.shape[2], 1))
         logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
         with _torch_threads(self.n_threads):
             for lo in range(0, len(X), chunk):
