@@ -20,10 +20,18 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import torch
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, column_or_1d
 
-__all__ = ["FLOAT32_LIMIT", "check_X", "check_float32_range", "check_sample_weight", "check_y"]
+__all__ = [
+    "FLOAT32_LIMIT",
+    "check_X",
+    "check_float32_range",
+    "check_sample_weight",
+    "check_y",
+    "resolve_device",
+]
 
 #: The largest absolute input value the models accept. They compute in float32 (largest
 #: value ~3.4e38), and the spline coefficients of the path are differences and small
@@ -254,3 +262,25 @@ def check_weight_total(weights, what):
             "their ratios matter)."
         )
     return weights
+
+
+def resolve_device(device):
+    """``torch.device`` of a ``device`` parameter ("auto": CUDA where available); a
+    ValueError names a device that is not one or cannot hold a model here."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device={device!r} is not a torch device: {exc}") from None
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(
+            f"device={str(device)!r} cannot hold a model's weights and data (a "
+            f"{device.type!r} tensor has no values); use 'cpu', 'cuda' or 'auto'."
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} was requested but CUDA is not available here; "
+            "use device='cpu' or 'auto'."
+        )
+    return device

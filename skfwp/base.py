@@ -33,9 +33,11 @@ from ._validation import (
     check_weight_total,
     check_X,
     check_y,
+    resolve_device,
 )
 from .nn.ensemble import SeedEnsemble
 from .path import INTERPOLATIONS, InputPath
+from .registry import register
 from .solver import METHODS
 
 __all__ = [
@@ -264,9 +266,6 @@ _COMMON_CONSTRAINTS = {
 
 _MAX_RETRIES = 4
 
-#: Every skfwp classifier class by name: what :func:`skfwp.load` may rebuild.
-_REGISTRY = {}
-
 
 class _NonFiniteStep(ArithmeticError):
     """A training step produced a non-finite loss or gradient."""
@@ -307,26 +306,6 @@ def prediction_batches(ends, budget=None):
     if start < len(order):
         batches.append(order[start:])
     return batches
-
-
-def _resolve_device(device):
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device={device!r} is not a torch device: {exc}") from None
-    if device.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise ValueError(
-            f"device={str(device)!r} cannot hold a model's weights and data (a "
-            f"{device.type!r} tensor has no values); use 'cpu', 'cuda' or 'auto'."
-        )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={str(device)!r} was requested but CUDA is not available here; "
-            "use device='cpu' or 'auto'."
-        )
-    return device
 
 
 class _FittedState:
@@ -474,12 +453,26 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     _model_params: dict = {}
     _model_constraints: dict = {}
+    #: What :mod:`skfwp.persistence` checks to know a skfwp classifier (it does not
+    #: import this module).
+    _skfwp_classifier = True
+    #: The fitted attributes that are plain data (saved beside ``classes_``,
+    #: ``input_path_`` and ``module_``), and those only a fit with a validation split has.
+    _plain_fitted = (
+        "n_features_in_",
+        "n_iter_",
+        "best_epoch_",
+        "loss_curve_",
+        "history_",
+        "stop_reason_",
+    )
+    _optional_plain_fitted = ("validation_scores_", "best_validation_score_")
     #: Parameters that hold the widths of hidden layers (tuples of positive integers).
     _layer_params: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        register(cls)  # what skfwp.load may rebuild, by name
         defaults = {**COMMON_PARAMS, **cls._model_params}
         names = list(cls._model_params) + [n for n in COMMON_PARAMS if n not in cls._model_params]
         cls._parameter_constraints = {**_COMMON_CONSTRAINTS, **cls._model_constraints}
@@ -528,6 +521,13 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
                     f"is {callback!r} ({type(callback).__name__})."
                 )
 
+    def _check_all_params(self):
+        """Every parameter check, before any work: in ``fit`` and on a loaded file's."""
+        self._validate_params()
+        self._check_common_params()
+        self._check_layer_widths()
+        self._check_params()
+
     def _check_layer_widths(self):
         for name in self._layer_params:
             widths = getattr(self, name)
@@ -547,6 +547,36 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         return members[0] if len(members) == 1 else SeedEnsemble(members)
 
     # -- persistence ----------------------------------------------------------------
+    def _export_fitted(self):
+        """The fitted state as plain data and tensors (the inverse of :meth:`_import_fitted`).
+
+        Returns ``(classes_, attributes, input_path_state, state_dict)``: the plain
+        fitted attributes (:attr:`_plain_fitted`, and the optional ones it has),
+        ``InputPath.get_state()``, and the module's tensors on the CPU, each compact
+        in its own storage.
+        """
+        check_is_fitted(self)
+        names = self._plain_fitted + tuple(
+            n for n in self._optional_plain_fitted if hasattr(self, n)
+        )
+        attributes = {name: getattr(self, name) for name in names}
+        state = {
+            k: v.detach().cpu().contiguous().clone() for k, v in self.module_.state_dict().items()
+        }
+        return self.classes_, attributes, self.input_path_.get_state(), state
+
+    def _import_fitted(self, classes, attributes, input_path, state_dict, device):
+        """Become the fitted estimator that :meth:`_export_fitted` described (checked data)."""
+        self.classes_ = classes
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        self.input_path_ = input_path
+        self.device_ = resolve_device(device)
+        module = self._new_module(0, input_path.n_path_channels_, len(classes))
+        module.load_state_dict(state_dict, strict=True)
+        self.module_ = module.to(self.device_).eval()
+        return self
+
     def save(self, path):
         """Write the fitted classifier to ``path``; read it back with :func:`skfwp.load`.
 
@@ -612,10 +642,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         -------
         self
         """
-        self._validate_params()
-        self._check_common_params()
-        self._check_layer_widths()
-        self._check_params()
+        self._check_all_params()
         X, lengths = check_X(X)
         check_float32_range(X)
         y = check_y(y, X.shape[0])
@@ -630,7 +657,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             sample_weight * self._class_weights(y_index, classes),
             "sample_weight times class_weight",
         )
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         warm = self.warm_start and hasattr(self, "module_")
         if warm and (
             not np.array_equal(classes, self.classes_) or X.shape[1] != self.n_features_in_

@@ -26,12 +26,15 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ._validation import resolve_device
+from ._version import __version__
+from .path import InputPath
+from .registry import classifier_class
+
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT_VERSION = 1
 _FORMAT = "skfwp-model"
-_FITTED = ("n_features_in_", "n_iter_", "best_epoch_", "loss_curve_", "history_", "stop_reason_")
-_OPTIONAL_FITTED = ("validation_scores_", "best_validation_score_")
 #: Largest ``classes_`` array a file may declare (its string width times its length).
 _MAX_CLASSES_BYTES = 1 << 24
 _CLASS_KINDS = "biufU"  # bool, int, unsigned, float, str; "O" only for str values
@@ -127,14 +130,9 @@ def save(estimator, path):
     >>> np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     True
     """
-    from . import __version__
-    from .base import BaseSequenceClassifier
-
-    if not isinstance(estimator, BaseSequenceClassifier):
+    if not getattr(type(estimator), "_skfwp_classifier", False):
         raise TypeError(f"save expects a skfwp classifier, got {type(estimator).__name__}.")
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(estimator)
+    classes, fitted, path_state, state = estimator._export_fitted()  # checks it is fitted
     params = estimator.get_params()
     if params.get("callbacks"):
         warnings.warn(
@@ -142,16 +140,11 @@ def save(estimator, path):
         )
         params["callbacks"] = None
     params = {k: _encode(v, k) for k, v in params.items()}
-    classes = estimator.classes_
     if classes.dtype.kind == "O" and not all(isinstance(c, str) for c in classes):
         raise TypeError(
             "classes_ of object dtype other than strings cannot be saved as plain data; use pickle."
         )
-    fitted = {name: getattr(estimator, name) for name in _FITTED}
-    fitted.update(
-        {name: getattr(estimator, name) for name in _OPTIONAL_FITTED if hasattr(estimator, name)}
-    )
-    fitted["input_path_"] = estimator.input_path_.get_state()  # its own settings too
+    fitted = {**fitted, "input_path_": path_state}  # the path's own settings too
     meta = {
         "format": _FORMAT,
         "format_version": FORMAT_VERSION,
@@ -161,10 +154,6 @@ def save(estimator, path):
         "params": json.dumps(params),
         "classes": json.dumps({"values": classes.tolist(), "dtype": classes.dtype.str}),
         "fitted": json.dumps(fitted, default=float),
-    }
-    # each tensor compact in its own storage, as load requires
-    state = {
-        k: v.detach().cpu().contiguous().clone() for k, v in estimator.module_.state_dict().items()
     }
     _check_writable(path)
     try:
@@ -231,17 +220,15 @@ def load(path, device="cpu", *, expected_class=None):
 
     :func:`save` shows a round trip, with ``expected_class``.
     """
-    from .base import BaseSequenceClassifier, _resolve_device
-
     expected = expected_class if isinstance(expected_class, tuple) else (expected_class,)
     if expected_class is not None and not all(
-        isinstance(c, type) and issubclass(c, BaseSequenceClassifier) for c in expected
+        isinstance(c, type) and getattr(c, "_skfwp_classifier", False) for c in expected
     ):
         raise TypeError(
             f"expected_class must be a skfwp classifier class or a tuple of them, got "
             f"{expected_class!r}."
         )
-    device_ = _resolve_device(device)
+    resolve_device(device)  # a bad device is named before the file is read
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
@@ -251,7 +238,7 @@ def load(path, device="cpu", *, expected_class=None):
             f"{path} is not a readable skfwp model file (truncated or not a model): {exc}"
         ) from None
     try:
-        return _rebuild(blob, path, device, device_, expected_class and expected)
+        return _rebuild(blob, path, device, expected_class and expected)
     except _Refused:
         raise
     except Exception as exc:  # anything a crafted file provokes is a refusal too
@@ -357,11 +344,11 @@ def _logsig_channels(k, window, depth):
     return k + (depth >= 2) * k * (k - 1) // 2 + (depth >= 3) * (k**3 - k) // 3
 
 
-def _check_fitted(path, input_path, fitted, path_fitted):
+def _check_fitted(path, cls, input_path, fitted, path_fitted):
     """The declared sizes agree with each other and with the input path's settings."""
-    allowed = set(_FITTED) | set(_OPTIONAL_FITTED)
-    if not set(_FITTED) <= set(fitted) <= allowed:
-        _refuse(path, f"holds fitted attributes {sorted(fitted)}, not {sorted(_FITTED)}.")
+    required = set(cls._plain_fitted)
+    if not required <= set(fitted) <= required | set(cls._optional_plain_fitted):
+        _refuse(path, f"holds fitted attributes {sorted(fitted)}, not {sorted(required)}.")
     n_in = fitted["n_features_in_"]
     if not _is_int(n_in, 1) or path_fitted.get("n_channels_in_") != n_in:
         _refuse(path, "declares an invalid or inconsistent number of input channels.")
@@ -416,10 +403,7 @@ def _check_module_shapes(path, estimator, n_path_channels, n_classes, state, fil
         _refuse(path, f"declares a model of {needed} bytes, far more than the file's tensors.")
 
 
-def _rebuild(blob, path, device, device_, expected):
-    from .base import _REGISTRY
-    from .path import InputPath
-
+def _rebuild(blob, path, device, expected):
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         _refuse(path, "is not a skfwp model file.")
     version = blob.get("format_version")
@@ -440,7 +424,7 @@ def _rebuild(blob, path, device, device_, expected):
     file_bytes = _check_tensors(path, state)  # before the digest reads them
     if blob["sha256"] != _digest(meta, state):
         _refuse(path, "failed its integrity check: it was modified or corrupted.")
-    cls = _REGISTRY.get(blob["estimator"])
+    cls = classifier_class(blob["estimator"])
     if cls is None:
         _refuse(path, f"holds an unknown estimator {blob['estimator']!r}.")
     if expected and not issubclass(cls, expected):
@@ -455,13 +439,10 @@ def _rebuild(blob, path, device, device_, expected):
     estimator = cls(**params)
     estimator.set_params(device=device)
     try:
-        estimator._validate_params()
-        estimator._check_common_params()
-        estimator._check_layer_widths()
-        estimator._check_params()
+        estimator._check_all_params()
     except ValueError as exc:
         _refuse(path, f"holds invalid parameters: {exc}")
-    estimator.classes_ = _classes(path, blob)
+    classes = _classes(path, blob)
     fitted = json.loads(blob["fitted"])
     if not isinstance(fitted, dict) or not isinstance(fitted.get("input_path_"), dict):
         _refuse(path, "lacks its fitted input path.")
@@ -483,14 +464,8 @@ def _rebuild(blob, path, device, device_, expected):
         input_path._check_settings()
     except (ValueError, TypeError) as exc:
         _refuse(path, f"declares an invalid input path setting: {exc}")
-    _check_fitted(path, input_path, fitted, input_path.get_state())
-    for name, value in fitted.items():
-        setattr(estimator, name, value)
-    estimator.input_path_ = input_path
-    estimator.device_ = device_
-    n_path, n_classes = input_path.n_path_channels_, len(estimator.classes_)
-    _check_module_shapes(path, estimator, n_path, n_classes, state, file_bytes)
-    module = estimator._new_module(0, n_path, n_classes)
-    module.load_state_dict(state, strict=True)
-    estimator.module_ = module.to(estimator.device_).eval()
-    return estimator
+    _check_fitted(path, cls, input_path, fitted, input_path.get_state())
+    n_path = input_path.n_path_channels_
+    estimator.input_path_ = input_path  # _build_module may read its scales, as in fit
+    _check_module_shapes(path, estimator, n_path, len(classes), state, file_bytes)
+    return estimator._import_fitted(classes, fitted, input_path, state, device)

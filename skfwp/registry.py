@@ -1,22 +1,61 @@
-"""Discovery of skfwp's classifiers, for the sktime adapters and the benchmark.
-
-A classifier joins by being exported from :mod:`skfwp` (in ``skfwp.__all__``): no
-list to keep in sync.
+"""The one registry of skfwp's classifier classes: a leaf module, imported by the
+estimators' base (which registers every subclass), by :mod:`skfwp.persistence` (which
+rebuilds a saved class by name) and by the sktime adapters and the benchmark.
 """
 
 from __future__ import annotations
 
-__all__ = ["all_classifiers"]
+import sys
+
+__all__ = ["all_classifiers", "classifier_class", "register"]
+
+#: Every subclass of :class:`~skfwp.base.BaseSequenceClassifier` by class name,
+#: a user's subclasses included: what :func:`skfwp.load` may rebuild.
+_CLASSES: dict[str, type] = {}
+
+
+def register(cls):
+    """Record a classifier class by its name (the base class does it for every subclass).
+
+    Parameters
+    ----------
+    cls : type
+
+    Returns
+    -------
+    cls
+        Unchanged.
+    """
+    _CLASSES[cls.__name__] = cls
+    return cls
+
+
+def classifier_class(name):
+    """The registered classifier class called ``name``, or None.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    type or None
+    """
+    return _CLASSES.get(name)
 
 
 def all_classifiers():
-    """Every classifier that :mod:`skfwp` exports, by class name.
+    """skfwp's own classifiers, by class name.
+
+    A classifier joins by being defined at the top level of a skfwp module under a
+    public name (a class built in a test, a doctest or a user's code does not): no list
+    to keep in sync. Importing this module imports :mod:`skfwp`, and with it every
+    estimator module, first.
 
     Returns
     -------
     dict of str to type
-        ``{name: class}`` for each subclass of
-        :class:`~skfwp.base.BaseSequenceClassifier` in ``skfwp.__all__``, sorted by name.
+        ``{name: class}``, sorted by name.
 
     Examples
     --------
@@ -25,13 +64,13 @@ def all_classifiers():
     >>> "NeuralCDEClassifier" in classifiers and "ContinuousDeltaClassifier" in classifiers
     True
     """
-    import skfwp
-
-    from .base import BaseSequenceClassifier
-
     found = {}
-    for name in skfwp.__all__:
-        obj = getattr(skfwp, name)
-        if isinstance(obj, type) and issubclass(obj, BaseSequenceClassifier):
-            found[name] = obj
+    for name, cls in _CLASSES.items():
+        module = sys.modules.get(cls.__module__)
+        if (
+            cls.__module__.split(".")[0] == "skfwp"
+            and not name.startswith("_")
+            and getattr(module, name, None) is cls
+        ):
+            found[name] = cls
     return dict(sorted(found.items()))
