@@ -469,6 +469,8 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     _optional_plain_fitted = ("validation_scores_", "best_validation_score_")
     #: Parameters that hold the widths of hidden layers (tuples of positive integers).
     _layer_params: tuple = ()
+    #: The model's own small layer sizes for :meth:`_get_test_params`.
+    _tiny_params: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -520,6 +522,12 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
                     f"callbacks must be callables callback(estimator, record); callbacks[{i}] "
                     f"is {callback!r} ({type(callback).__name__})."
                 )
+
+    @classmethod
+    def _get_test_params(cls):
+        """Tiny settings (``hidden_size=8`` and the model's ``_tiny_params``) that the
+        test suite and the sktime adapters' ``get_test_params`` both start from."""
+        return {"hidden_size": 8, **cls._tiny_params}
 
     def _check_all_params(self):
         """Every parameter check, before any work: in ``fit`` and on a loaded file's."""

@@ -117,6 +117,7 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
     }
     #: Files saved before ``readout`` existed hold query read-outs.
     _saved_before = {"readout": "query"}
+    _tiny_params = {"n_heads": 2, "ff_dim": 8}
     _model_constraints = {
         "learning_rule": [StrOptions(set(LEARNING_RULES))],
         "post_tanh": ["boolean"],

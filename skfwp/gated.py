@@ -100,6 +100,7 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "max_grad_norm": 1.0,
         "hidden_size": 32,
     }
+    _tiny_params = {"flow_layers": (8,)}
     _model_constraints = {
         "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
         "flow_layers": [tuple, list],

@@ -68,6 +68,7 @@ class NeuralCDEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "vector_field_width": 128,
         "vector_field_layers": 1,
     }
+    _tiny_params = {"vector_field_width": 16}
     _model_constraints = {
         "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
         "vector_field_width": [Interval(numbers.Integral, 1, None, closed="left")],

@@ -96,6 +96,7 @@ class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "max_grad_norm": 1.0,
         "observation_dropout": 0.0,
     }
+    _tiny_params = {"controller_layers": (8,), "control_rank": 2}
     _model_constraints = {
         "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
         "control": [StrOptions(set(CONTROLS))],

@@ -26,20 +26,10 @@ import inspect
 import numpy as np
 from sktime.classification.base import BaseClassifier
 
-import skfwp
-
 from .base import keyword_init
 from .registry import all_classifiers
 
-__all__ = [
-    "ContinuousDeltaClassifier",
-    "GatedNODEClassifier",
-    "NCodeClassifier",
-    "NeuralCDEClassifier",
-    "SkfwpClassifierAdapter",
-    "adapter_for",
-    "all_adapters",
-]
+__all__ = ["SkfwpClassifierAdapter", "adapter_for", "all_adapters"]  # + one per classifier
 
 
 def _parameters_section(doc):
@@ -84,9 +74,6 @@ _DOC_TEMPLATE = """
     (3, 2)
     """
 
-#: adapter class by skfwp class name; filled as adapter subclasses are defined
-_ADAPTERS: dict[str, type] = {}
-
 
 def _as_cases(X):
     """sktime inner data -> what skfwp estimators take: 3D array or list of (C, n_i) arrays."""
@@ -99,9 +86,10 @@ class SkfwpClassifierAdapter(BaseClassifier):
     """Base of the sktime adapters (not for direct use); see the module docstring.
 
     A subclass sets ``_estimator_class`` to an skfwp classifier; its ``__init__``
-    (the estimator's parameters and defaults) and docstring are then generated.
-    ``_test_params`` holds tiny settings for ``get_test_params``; a subclass may
-    override it.
+    (the estimator's parameters and defaults) and docstring are then generated
+    (:func:`adapter_for` writes the subclass). ``get_test_params`` gives the
+    estimator's own tiny settings (``_get_test_params``) with each of
+    ``_test_params``' training settings.
 
     Examples
     --------
@@ -112,8 +100,8 @@ class SkfwpClassifierAdapter(BaseClassifier):
 
     _estimator_class = None
     _test_params = (
-        {"hidden_size": 8, "max_iter": 2, "batch_size": 16, "random_state": 0},
-        {"hidden_size": 8, "max_iter": 1, "interpolation": "linear", "random_state": 1},
+        {"max_iter": 2, "batch_size": 16, "random_state": 0},
+        {"max_iter": 1, "interpolation": "linear", "random_state": 1},
     )
 
     _tags = {
@@ -148,11 +136,11 @@ class SkfwpClassifierAdapter(BaseClassifier):
             f"Store the parameters of :class:`skfwp.{name}`.",
             after=BaseClassifier.__init__,
         )
-        summary = (cls.__doc__ or f"sktime adapter of skfwp.{name}.").rstrip()
+        first = (estimator_class.__doc__ or name).strip().splitlines()[0].rstrip(".")
+        summary = (cls.__doc__ or f"{first}, for sktime.").rstrip()
         cls.__doc__ = summary + _DOC_TEMPLATE.format(
             name=name, parameters=_parameters_section(estimator_class.__doc__)
         )
-        _ADAPTERS[name] = cls
 
     def _fit(self, X, y):
         estimator = self._estimator_class(**self.get_params(deep=False))
@@ -179,49 +167,16 @@ class SkfwpClassifierAdapter(BaseClassifier):
         -------
         list of dict
         """
-        return [dict(params) for params in cls._test_params]
-
-
-class ContinuousDeltaClassifier(SkfwpClassifierAdapter):
-    """Continuous-time Fast Weight Programmer classifier for sktime."""
-
-    _estimator_class = skfwp.ContinuousDeltaClassifier
-    _test_params = tuple(
-        {**p, "n_heads": 2, "ff_dim": 8} for p in SkfwpClassifierAdapter._test_params
-    )
-
-
-class NeuralCDEClassifier(SkfwpClassifierAdapter):
-    """Neural CDE classifier (the papers' baseline) for sktime."""
-
-    _estimator_class = skfwp.NeuralCDEClassifier
-    _test_params = tuple(
-        {**p, "vector_field_width": 16} for p in SkfwpClassifierAdapter._test_params
-    )
-
-
-class GatedNODEClassifier(SkfwpClassifierAdapter):
-    """Gated neural ODE classifier for sktime."""
-
-    _estimator_class = skfwp.GatedNODEClassifier
-    _test_params = tuple({**p, "flow_layers": (8,)} for p in SkfwpClassifierAdapter._test_params)
-
-
-class NCodeClassifier(SkfwpClassifierAdapter):
-    """Neurally-controlled ODE (N-CODE) classifier for sktime."""
-
-    _estimator_class = skfwp.NCodeClassifier
-    _test_params = tuple(
-        {**p, "controller_layers": (8,), "control_rank": 2}
-        for p in SkfwpClassifierAdapter._test_params
-    )
+        tiny = cls._estimator_class._get_test_params()
+        return [{**tiny, **params} for params in cls._test_params]
 
 
 def adapter_for(estimator_class):
     """The sktime adapter class of an skfwp classifier class.
 
-    The subclass written in this module when there is one; otherwise one is generated
-    (and kept as an attribute of this module, so that it pickles by reference).
+    Generated once, named as the classifier and kept as an attribute of this module
+    (so that ``from skfwp.sktime import <Name>`` works and it pickles by reference);
+    every classifier :mod:`skfwp` exports has its adapter from the import on.
 
     Parameters
     ----------
@@ -241,8 +196,12 @@ def adapter_for(estimator_class):
     'skfwp.sktime'
     """
     name = estimator_class.__name__
-    adapter = _ADAPTERS.get(name)
-    if adapter is None or adapter._estimator_class is not estimator_class:
+    adapter = globals().get(name)
+    if not (
+        isinstance(adapter, type)
+        and issubclass(adapter, SkfwpClassifierAdapter)
+        and adapter._estimator_class is estimator_class
+    ):
         adapter = type(name, (SkfwpClassifierAdapter,), {"_estimator_class": estimator_class})
         adapter.__module__ = __name__
         globals()[name] = adapter
@@ -265,3 +224,8 @@ def all_adapters():
     True
     """
     return {name: adapter_for(cls) for name, cls in all_classifiers().items()}
+
+
+for _name, _cls in all_classifiers().items():  # the adapters, generated
+    adapter_for(_cls)
+    __all__.append(_name)

@@ -1,27 +1,17 @@
 """Every public classifier with small settings: the shared contract tests run over these.
 
-A new classifier adds one entry here and inherits every test of test_common.py.
+A new classifier needs no entry here: every class of
+:func:`skfwp.registry.all_classifiers` runs with its own tiny settings
+(``_get_test_params``, which the sktime adapters' ``get_test_params`` also start from)
+and inherits every test of test_common.py.
 """
 
-from skfwp import (
-    ContinuousDeltaClassifier,
-    GatedNODEClassifier,
-    NCodeClassifier,
-    NeuralCDEClassifier,
-)
+from skfwp.registry import all_classifiers
 
 #: (estimator class, small parameters used across the shared tests). ``batch_size=32``
 #: keeps the suite's optimiser steps few (the "auto" rule is tested in test_recipe.py);
 #: every other recipe default (windows, dropout, smoothing) is left as users get it.
-SMALL = [
-    (ContinuousDeltaClassifier, {"hidden_size": 8, "n_heads": 2, "ff_dim": 8, "batch_size": 32}),
-    (NeuralCDEClassifier, {"hidden_size": 8, "vector_field_width": 16, "batch_size": 32}),
-    (GatedNODEClassifier, {"hidden_size": 8, "flow_layers": (8,), "batch_size": 32}),
-    (
-        NCodeClassifier,
-        {"hidden_size": 8, "controller_layers": (8,), "control_rank": 2, "batch_size": 32},
-    ),
-]
+SMALL = [(cls, {**cls._get_test_params(), "batch_size": 32}) for cls in all_classifiers().values()]
 
 
 def small_instances(**overrides):
