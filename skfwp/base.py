@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import inspect
 import math
 import numbers
@@ -82,6 +83,7 @@ COMMON_PARAMS = {
     "label_smoothing": 0.1,
     "observation_dropout": 0.3,
     "n_estimators": 1,
+    "test_time_augmentation": 8,
 }
 
 #: ``logsig_window="auto"``: windows of ``ceil((n - 1) / AUTO_WINDOW_STEPS)`` observation
@@ -195,7 +197,15 @@ hidden_size : int, default={hidden_size}
         Seed ensemble: this many copies of the model, each initialised from its own
         seed, trained side by side on the same batches (the loss is their mean, so each
         copy's Adam step is the one it would take alone) and averaged in probability at
-        prediction. ``module_`` is then a :class:`skfwp.nn.ensemble.SeedEnsemble`."""
+        prediction. ``module_`` is then a :class:`skfwp.nn.ensemble.SeedEnsemble`.
+    test_time_augmentation : int, default={test_time_augmentation}
+        At prediction, average the class probabilities of the full path and of this
+        many copies with observations dropped as in training (``observation_dropout``;
+        with ``observation_dropout=0`` there is nothing to drop and the full path alone
+        is read). A case's drops come from a generator seeded by its own values, so it
+        predicts the same alone, in any batch and at every call. 0: the full path only.
+        Costs this many extra predictions; fit is unchanged. The validation score of
+        ``early_stopping`` reads the full path only."""
 
 #: The fitted attributes every skfwp classifier has, for the ``{fitted}`` slot of a
 #: classifier's docstring (after its own ``module_``).
@@ -261,6 +271,7 @@ _COMMON_CONSTRAINTS = {
     "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
     "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
     "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
+    "test_time_augmentation": [Interval(numbers.Integral, 0, None, closed="left")],
 }
 
 
@@ -471,6 +482,9 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
     _layer_params: tuple = ()
     #: The model's own small layer sizes for :meth:`_get_test_params`.
     _tiny_params: dict = {}
+    #: Parameters a model file written before they existed takes (the value that
+    #: reproduces the model of its day, not today's default); subclasses add theirs.
+    _saved_before = {"test_time_augmentation": 0}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -724,21 +738,26 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
     def _epoch_data(self, X, lengths):
         """``epoch_data(rng) -> PathData`` for one training epoch, a fresh draw of
         ``observation_dropout`` (the caller's ``X`` is not modified); None without it."""
-        p = self.observation_dropout
-        if p == 0:
+        if self.observation_dropout == 0:
             return None
+
+        def epoch_data(rng):
+            uniforms = rng.random((X.shape[0], X.shape[2]))
+            return self.input_path_.transform(self._dropped(X, lengths, uniforms), lengths)
+
+        return epoch_data
+
+    def _dropped(self, X, lengths, uniforms):
+        """A copy of ``X`` without the observations whose ``uniforms`` (n_cases, n) fall
+        below ``observation_dropout``: NaN in every channel but ``time_channel``; each
+        case's first and last observations stay."""
         n = X.shape[2]
         inner = (np.arange(n) > 0) & (np.arange(n) < (lengths - 1)[:, None])  # (n_cases, n)
         keep = np.ones(X.shape[1], dtype=bool)
         if self.time_channel is not None:
             keep[self.time_channel] = False
-
-        def epoch_data(rng):
-            drop = inner & (rng.random(inner.shape) < p)
-            dropped = np.where(drop[:, None, :] & keep[None, :, None], np.nan, X)
-            return self.input_path_.transform(dropped, lengths)
-
-        return epoch_data
+        drop = inner & (uniforms < self.observation_dropout)
+        return np.where(drop[:, None, :] & keep[None, :, None], np.nan, X)
 
     def _batch_size(self, n_train):
         """Cases per training mini-batch: ``batch_size``, or its "auto" rule."""
@@ -1032,9 +1051,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
         with _torch_threads(self.n_threads):
             for lo in range(0, len(X), chunk):
-                data = self.input_path_.transform(X[lo : lo + chunk], lengths[lo : lo + chunk])
-                for batch in prediction_batches(data.ends.numpy()):
-                    logits[torch.as_tensor(lo + batch)] = self._predict_batch(data, batch)
+                part = slice(lo, lo + chunk)
+                logits[part] = self._augmented_logits(X[part], lengths[part])
         bad = np.flatnonzero(~torch.isfinite(logits).all(dim=1).numpy())
         if bad.size:
             raise ValueError(
@@ -1044,6 +1062,42 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 "the training data was (e.g. with the same ChannelStandardScaler)."
             )
         return logits
+
+    def _path_logits(self, X, lengths):
+        """Logits of cases ``X`` read as they are, in batches of the memory budget."""
+        data = self.input_path_.transform(X, lengths)
+        logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
+        for batch in prediction_batches(data.ends.numpy()):
+            logits[torch.as_tensor(batch)] = self._predict_batch(data, batch)
+        return logits
+
+    def _augmented_logits(self, X, lengths):
+        """:meth:`_path_logits`, or with ``test_time_augmentation`` the log of the mean
+        probability over the full path and the dropped copies (:meth:`_case_uniforms`)."""
+        logits = self._path_logits(X, lengths)
+        n_copies = self.test_time_augmentation if self.observation_dropout > 0 else 0
+        if not n_copies:
+            return logits
+        uniforms = self._case_uniforms(X, lengths, n_copies)
+        log_p = [torch.log_softmax(logits, dim=1)]
+        for u in uniforms:
+            copy_logits = self._path_logits(self._dropped(X, lengths, u), lengths)
+            log_p.append(torch.log_softmax(copy_logits, dim=1))
+        return torch.logsumexp(torch.stack(log_p), dim=0) - math.log(n_copies + 1)
+
+    @staticmethod
+    def _case_uniforms(X, lengths, n_copies):
+        """``(n_copies, n_cases, n)`` uniforms, each case's from a generator seeded by a
+        digest of its own observed values (so they do not depend on the batch)."""
+        uniforms = np.empty((n_copies, X.shape[0], X.shape[2]))
+        for i, n_i in enumerate(lengths):
+            case = np.array(X[i, :, :n_i], dtype=np.float64) + 0.0  # -0.0 hashes as 0.0
+            case[np.isnan(case)] = np.nan  # one NaN bit pattern
+            digest = hashlib.blake2b(case.tobytes(), digest_size=8).digest()
+            rng = np.random.default_rng(int.from_bytes(digest, "little"))
+            uniforms[:, i, :n_i] = rng.random((n_copies, n_i))  # not the padded width
+            uniforms[:, i, n_i:] = 1.0  # past the case's end: nothing to drop
+        return uniforms
 
     def _predict_batch(self, data, index):
         """Logits of one batch; a case that breaks the solver gets a row of NaN, alone."""

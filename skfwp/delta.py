@@ -116,7 +116,7 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "hidden_size": 64,
     }
     #: Files saved before ``readout`` existed hold query read-outs.
-    _saved_before = {"readout": "query"}
+    _saved_before = {**BaseSequenceClassifier._saved_before, "readout": "query"}
     _tiny_params = {"n_heads": 2, "ff_dim": 8}
     _model_constraints = {
         "learning_rule": [StrOptions(set(LEARNING_RULES))],

@@ -98,7 +98,9 @@ def test_seed_ensemble_trains_each_member_as_if_alone():
 
 def test_seed_ensemble_predicts_the_members_mean_probability():
     X, y = make_tiny_panel()
-    clf = GatedNODEClassifier(**SMALL_GATED, n_estimators=3, max_iter=3, random_state=0)
+    clf = GatedNODEClassifier(
+        **SMALL_GATED, n_estimators=3, max_iter=3, random_state=0, test_time_augmentation=0
+    )
     clf.fit(X, y)
     assert isinstance(clf.module_, SeedEnsemble) and len(clf.module_.members) == 3
     data = clf.input_path_.transform(*check_X(X))
@@ -158,3 +160,49 @@ def test_predictions_do_not_depend_on_the_prediction_batches(monkeypatch):
     together = clf.predict_proba(X)
     monkeypatch.setattr(base, "PREDICT_KNOTS", 1)  # every case alone
     np.testing.assert_allclose(clf.predict_proba(X), together, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def augmented_fit():
+    X, y = make_tiny_panel(n_cases=16, n_timepoints=14)
+    clf = GatedNODEClassifier(**SMALL_GATED, max_iter=2, random_state=0, test_time_augmentation=3)
+    return clf.fit(X, y), X
+
+
+def test_test_time_augmentation_is_per_case_and_repeatable(augmented_fit):
+    clf, X = augmented_fit
+    X_before = X.copy()
+    together = clf.predict_proba(X)
+    assert np.array_equal(X, X_before)  # the caller's array is not modified
+    np.testing.assert_array_equal(clf.predict_proba(X), together)  # every call alike
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(clf.predict_proba(X[order]), together[order], atol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(X[3:4]), together[3:4], atol=1e-6)
+    plain = copy.deepcopy(clf).set_params(test_time_augmentation=0)  # fitted, no copies
+    assert not np.allclose(plain.predict_proba(X), together)  # the copies count
+
+
+def test_test_time_augmentation_averages_the_copies_probabilities(augmented_fit, monkeypatch):
+    clf, X = augmented_fit
+    plain = copy.deepcopy(clf).set_params(test_time_augmentation=0)  # fitted, no copies
+    full = plain.predict_proba(X)
+
+    # no observation dropped: every copy is the full path
+    def uniforms(value):
+        return staticmethod(lambda X, lengths, k: np.full((k, len(X), X.shape[2]), value))
+
+    monkeypatch.setattr(type(clf), "_case_uniforms", uniforms(1.0))
+    np.testing.assert_allclose(clf.predict_proba(X), full, atol=1e-6)
+    # every inner observation dropped: the mean of the full path and the two-point path
+    monkeypatch.setattr(type(clf), "_case_uniforms", uniforms(0.0))
+    ends_only = X.copy()
+    ends_only[:, :, 1:-1] = np.nan
+    expected = (full + 3 * plain.predict_proba(ends_only)) / 4
+    np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
+
+
+def test_test_time_augmentation_without_observation_dropout_reads_the_full_path(augmented_fit):
+    clf, X = augmented_fit
+    without = copy.deepcopy(clf).set_params(observation_dropout=0.0)
+    plain = copy.deepcopy(clf).set_params(test_time_augmentation=0)
+    np.testing.assert_array_equal(without.predict_proba(X), plain.predict_proba(X))
