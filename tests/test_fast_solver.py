@@ -153,8 +153,8 @@ def _logits_and_grads(module, path, **options):
     return logits.detach(), {name: p.grad.clone() for name, p in module.named_parameters()}
 
 
-def _assert_fast_matches_generic(path, rule, variant, post_tanh=False, **options):
-    module = ContinuousFWP(
+def _small_fwp(path, rule, variant, post_tanh=False):
+    return ContinuousFWP(
         path.n_channels,
         3,
         hidden_size=8,
@@ -163,6 +163,10 @@ def _assert_fast_matches_generic(path, rule, variant, post_tanh=False, **options
         variant=variant,
         post_tanh=post_tanh,
     ).double()
+
+
+def _assert_fast_matches_generic(path, rule, variant, post_tanh=False, **options):
+    module = _small_fwp(path, rule, variant, post_tanh)
     logits, grads = _logits_and_grads(module, path, solver_backend="generic", **options)
     fast_logits, fast_grads = _logits_and_grads(module, path, solver_backend="fast", **options)
     assert _relative_error(fast_logits, logits) < RTOL
@@ -197,16 +201,7 @@ NON_AFFINE = [
 @pytest.mark.parametrize(("rule", "variant", "post_tanh"), NON_AFFINE)
 @pytest.mark.parametrize("method", FAST_METHODS)
 def test_fixed_grid_fast_path_matches_generic(path, rule, variant, post_tanh, method):
-    module = ContinuousFWP(
-        path.n_channels,
-        3,
-        hidden_size=8,
-        n_heads=2,
-        learning_rule=rule,
-        variant=variant,
-        post_tanh=post_tanh,
-    )
-    assert not module.affine
+    assert not _small_fwp(path, rule, variant, post_tanh).affine
     _assert_fast_matches_generic(path, rule, variant, post_tanh, method=method)
 
 
