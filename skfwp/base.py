@@ -1079,11 +1079,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if not n_copies:
             return logits
         uniforms = self._case_uniforms(X, lengths, n_copies)
-        log_p = [torch.log_softmax(logits, dim=1)]
-        for u in uniforms:
-            copy_logits = self._path_logits(self._dropped(X, lengths, u), lengths)
-            log_p.append(torch.log_softmax(copy_logits, dim=1))
-        return torch.logsumexp(torch.stack(log_p), dim=0) - math.log(n_copies + 1)
+        copies = [self._path_logits(self._dropped(X, lengths, u), lengths) for u in uniforms]
+        return self._combine(torch.stack([logits, *copies]))  # log of the mean probability
 
     @staticmethod
     def _case_uniforms(X, lengths, n_copies):

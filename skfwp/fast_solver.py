@@ -433,20 +433,19 @@ def integrate_rank_one(S0, p, q, beta, plan, *, decay=True, chunk_size=None):
 # -- fixed-grid Runge–Kutta for any field whose input terms depend on the path only -----
 
 
-def use_fast_path(solver_backend, method, adjoint, reason=None):
+def use_fast_path(solver_backend, method, adjoint):
     """Whether ``solver_backend`` runs a model's fast path for these solver settings.
 
-    ``"auto"``: where it applies (``method`` in :data:`FAST_METHODS`, ``adjoint=False``
-    and no model-specific ``reason`` against it); ``"generic"``: never; ``"fast"``:
-    always, and a ValueError names the setting when it cannot.
+    ``"auto"``: where it applies (``method`` in :data:`FAST_METHODS` and
+    ``adjoint=False``; every model has a fast path for all its own settings);
+    ``"generic"``: never; ``"fast"``: always, and a ValueError names the setting when
+    it cannot.
 
     Parameters
     ----------
     solver_backend : {"auto", "fast", "generic"}
     method : str
     adjoint : bool
-    reason : str or None
-        Why the model's own settings rule the fast path out (checked first).
 
     Examples
     --------
@@ -462,9 +461,10 @@ def use_fast_path(solver_backend, method, adjoint, reason=None):
         raise ValueError(f"solver_backend={solver_backend!r} is not one of {SOLVER_BACKENDS}.")
     if solver_backend == "generic":
         return False
-    if reason is None and method not in FAST_METHODS:
+    reason = None
+    if method not in FAST_METHODS:
         reason = f"method={method!r} is not one of the fast solver's methods {FAST_METHODS}"
-    if reason is None and adjoint:
+    elif adjoint:
         reason = (
             "adjoint=True asks for torchdiffeq's continuous adjoint; the fast solver "
             "back-propagates through its discrete steps in bounded memory instead"
