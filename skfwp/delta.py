@@ -1,4 +1,5 @@
-"""ContinuousDeltaClassifier: the continuous-time Fast Weight Programmer."""
+"""ContinuousDeltaClassifier and ContinuousDeltaRegressor: the continuous-time Fast
+Weight Programmer."""
 
 from __future__ import annotations
 
@@ -7,31 +8,15 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
-from .base import BaseSequenceClassifier
+from .base import BaseSequenceClassifier, BaseSequenceEstimator, BaseSequenceRegressor
 from .nn.fwp import LEARNING_RULES, READOUTS, VARIANTS, ContinuousFWP
 
-__all__ = ["ContinuousDeltaClassifier"]
+__all__ = ["ContinuousDeltaClassifier", "ContinuousDeltaRegressor"]
 
 
-class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
-    """Continuous-time Fast Weight Programmer classifier (Irie et al., NeurIPS 2022).
-
-    A slow net reads the input path and continuously programs the fast weights
-    ``W(s)`` (one ``d x d`` matrix per head) through a learning rule::
-
-        hebb :  dW/ds = beta v kᵀ
-        oja  :  dW/ds = beta v (k − Wᵀ v)ᵀ
-        delta:  dW/ds = beta (v − W k) kᵀ
-
-    with keys ``k`` (softmax) and learning rate ``beta`` (sigmoid) from the path's
-    derivative (``variant="cde"``) or value (``"ode"``), values ``v = tanh(W_v X)``,
-    ``W(0)`` one Hebbian step from the first observation, and a Transformer-style
-    readout of the fast weights ``W(T_i)`` at each case's own final time. See
-    :mod:`skfwp.nn.fwp` for the full equations.
-
-    Parameters
-    ----------
-    learning_rule : {{"delta", "hebb", "oja", "hebb_released", "oja_released"}}, default="delta"
+#: The model's own parameters, the ``{model}`` slot of both estimators' docstrings.
+_PARAMETERS_DOC = """\
+learning_rule : {{"delta", "hebb", "oja", "hebb_released", "oja_released"}}, default="delta"
         The continuous learning rule that programs the fast weights: MODELS.md's
         Delta, Hebb and Oja, or the forms of the paper's released code:
         ``"hebb_released"`` (the raw rate ``b~``, no sigmoid, and no tanh on the
@@ -73,7 +58,89 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
         "midpoint" or "rk4" and ``adjoint=False``, and raises a ValueError naming the
         setting otherwise. ``"generic"``: the torchdiffeq solver, one slow-net call per
         stage. ``"auto"``: fast where it applies, generic otherwise. Both give the same
-        logits and gradients up to float rounding.
+        logits and gradients up to float rounding."""
+
+
+class _DeltaModel(SolverBackendMixin):
+    """The parameters and torch module of the continuous-time Fast Weight Programmer,
+    shared by :class:`ContinuousDeltaClassifier` and :class:`ContinuousDeltaRegressor`."""
+
+    _doc_fragments = {"model": _PARAMETERS_DOC}
+
+    _model_params = {
+        "learning_rule": "delta",
+        "post_tanh": False,
+        "variant": "cde",
+        "n_heads": 8,
+        "ff_dim": None,
+        "readout": "matrix",
+        "standardize_derivative": True,
+        "solver_backend": "auto",
+        "hidden_size": 64,
+    }
+    #: Files saved before ``readout`` existed hold query read-outs.
+    _saved_before = {**BaseSequenceEstimator._saved_before, "readout": "query"}
+    _tiny_params = {"n_heads": 2, "ff_dim": 8}
+    _model_constraints = {
+        "learning_rule": [StrOptions(set(LEARNING_RULES))],
+        "post_tanh": ["boolean"],
+        "variant": [StrOptions(set(VARIANTS))],
+        "n_heads": [Interval(numbers.Integral, 1, None, closed="left")],
+        "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "readout": [StrOptions(set(READOUTS))],
+        "standardize_derivative": ["boolean"],
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
+    }
+
+    def _check_params(self):
+        if self.hidden_size % self.n_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by n_heads={self.n_heads}."
+            )
+        if self.post_tanh and self.learning_rule != "delta":
+            raise ValueError(
+                f"post_tanh=True applies to learning_rule='delta' only, not {self.learning_rule!r}."
+            )
+        super()._check_params()  # solver_backend="fast" with settings it cannot run
+
+    def _build_module(self, n_path_channels, n_outputs):
+        return ContinuousFWP(
+            n_path_channels,
+            n_outputs,
+            hidden_size=self.hidden_size,
+            n_heads=self.n_heads,
+            ff_dim=self.ff_dim,
+            learning_rule=self.learning_rule,
+            post_tanh=self.post_tanh,
+            variant=self.variant,
+            readout=self.readout,
+            derivative_scale=(
+                [1.0 / r for r in self.input_path_.increment_rms_]
+                if self.standardize_derivative
+                else 1.0
+            ),
+        )
+
+
+class ContinuousDeltaClassifier(_DeltaModel, BaseSequenceClassifier):
+    """Continuous-time Fast Weight Programmer classifier (Irie et al., NeurIPS 2022).
+
+    A slow net reads the input path and continuously programs the fast weights
+    ``W(s)`` (one ``d x d`` matrix per head) through a learning rule::
+
+        hebb :  dW/ds = beta v kᵀ
+        oja  :  dW/ds = beta v (k − Wᵀ v)ᵀ
+        delta:  dW/ds = beta (v − W k) kᵀ
+
+    with keys ``k`` (softmax) and learning rate ``beta`` (sigmoid) from the path's
+    derivative (``variant="cde"``) or value (``"ode"``), values ``v = tanh(W_v X)``,
+    ``W(0)`` one Hebbian step from the first observation, and a Transformer-style
+    readout of the fast weights ``W(T_i)`` at each case's own final time. See
+    :mod:`skfwp.nn.fwp` for the full equations.
+
+    Parameters
+    ----------
+    {model}
     {common}
 
     Attributes
@@ -104,56 +171,38 @@ class ContinuousDeltaClassifier(SolverBackendMixin, BaseSequenceClassifier):
     (3,)
     """
 
-    _model_params = {
-        "learning_rule": "delta",
-        "post_tanh": False,
-        "variant": "cde",
-        "n_heads": 8,
-        "ff_dim": None,
-        "readout": "matrix",
-        "standardize_derivative": True,
-        "solver_backend": "auto",
-        "hidden_size": 64,
-    }
-    #: Files saved before ``readout`` existed hold query read-outs.
-    _saved_before = {**BaseSequenceClassifier._saved_before, "readout": "query"}
-    _tiny_params = {"n_heads": 2, "ff_dim": 8}
-    _model_constraints = {
-        "learning_rule": [StrOptions(set(LEARNING_RULES))],
-        "post_tanh": ["boolean"],
-        "variant": [StrOptions(set(VARIANTS))],
-        "n_heads": [Interval(numbers.Integral, 1, None, closed="left")],
-        "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "readout": [StrOptions(set(READOUTS))],
-        "standardize_derivative": ["boolean"],
-        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
-    }
 
-    def _check_params(self):
-        if self.hidden_size % self.n_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} must be divisible by n_heads={self.n_heads}."
-            )
-        if self.post_tanh and self.learning_rule != "delta":
-            raise ValueError(
-                f"post_tanh=True applies to learning_rule='delta' only, not {self.learning_rule!r}."
-            )
-        super()._check_params()  # solver_backend="fast" with settings it cannot run
+class ContinuousDeltaRegressor(_DeltaModel, BaseSequenceRegressor):
+    """Continuous-time Fast Weight Programmer regressor (the model of the classifier).
 
-    def _build_module(self, n_path_channels, n_classes):
-        return ContinuousFWP(
-            n_path_channels,
-            n_classes,
-            hidden_size=self.hidden_size,
-            n_heads=self.n_heads,
-            ff_dim=self.ff_dim,
-            learning_rule=self.learning_rule,
-            post_tanh=self.post_tanh,
-            variant=self.variant,
-            readout=self.readout,
-            derivative_scale=(
-                [1.0 / r for r in self.input_path_.increment_rms_]
-                if self.standardize_derivative
-                else 1.0
-            ),
-        )
+    The same model, parameters and solvers as :class:`ContinuousDeltaClassifier` (the
+    equations are there and in :mod:`skfwp.nn.fwp`); the module's last linear layer maps
+    to ``n_outputs`` standardised targets, trained on the weighted mean squared error
+    (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
+
+    Parameters
+    ----------
+    {model}
+    {common}
+
+    Attributes
+    ----------
+    module_ : ContinuousFWP
+        The fitted torch module.
+    {fitted}
+
+    See Also
+    --------
+    ContinuousDeltaClassifier : the classifier on the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp import ContinuousDeltaRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2, 12))
+    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
+    >>> reg = ContinuousDeltaRegressor(hidden_size=8, n_heads=2, max_iter=5, random_state=0)
+    >>> reg.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """

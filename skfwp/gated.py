@@ -1,4 +1,5 @@
-"""GatedNODEClassifier: the gated neural ODE (and the plain neural ODE)."""
+"""GatedNODEClassifier and GatedNODERegressor: the gated neural ODE (and the plain
+neural ODE)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,15 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
-from .base import BaseSequenceClassifier
+from .base import BaseSequenceClassifier, BaseSequenceRegressor
 from .nn.gated import FLOW_ACTIVATIONS, INITS, GatedNODE
 
-__all__ = ["GatedNODEClassifier"]
+__all__ = ["GatedNODEClassifier", "GatedNODERegressor"]
 
 
-class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
-    """Gated neural ODE classifier (Kim, Can & Krishnamurthy, ICML 2023).
-
-    The hidden state ``h`` is driven by the input path ``x(s)``::
-
-        dh/ds = (1/τ) G ⊙ (−h + F(h, x(s)))
-        G     = sigmoid(W_g h + U_g x(s) + b_g)
-        F     = MLP([h, x(s)])  with ReLU hidden layers
-
-    The gate ``G`` gives each unit an adaptive time constant: it can freeze the state
-    (memory) and let it move when the input asks for it. ``gated=False`` is the plain
-    neural ODE ``dh/ds = (−h + F) / τ``. ``h(0)`` is a linear map of the first
-    observation; the logits are a linear map of ``h(T_i)`` at each case's own final
-    time. A state as small as ``hidden_size=2`` can be drawn with
-    :func:`skfwp.plotting.plot_flow_field`. See :mod:`skfwp.nn.gated`.
-
-    Parameters
-    ----------
-    flow_layers : tuple of int, default=(64,)
+#: The model's own parameters, the ``{model}`` slot of both estimators' docstrings.
+_PARAMETERS_DOC = """\
+flow_layers : tuple of int, default=(64,)
         Widths of the ReLU hidden layers of the flow field ``F``; ``()`` makes ``F``
         affine.
     tau : float, default=1.0
@@ -56,7 +41,74 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
         and ``logsig_window=None`` the model is the authors' released discrete update
         ``h_t = (1 − z_t) ⊙ h_{{t−1}} + z_t ⊙ F(h_{{t−1}}, x_t)``, read over every
         observation (docs/reproducing.md).
-    {solver_backend}
+    {solver_backend}"""
+
+
+class _GatedModel(SolverBackendMixin):
+    """The parameters and torch module of the gated neural ODE, shared by
+    :class:`GatedNODEClassifier` and :class:`GatedNODERegressor`."""
+
+    _doc_fragments = {"model": _PARAMETERS_DOC}
+
+    _model_params = {
+        "solver_backend": "auto",
+        "flow_layers": (64,),
+        "tau": 1.0,
+        "gated": True,
+        "leak": True,
+        "gain": False,
+        "flow_activation": None,
+        "init": "default",
+        "max_grad_norm": 1.0,
+        "hidden_size": 32,
+    }
+    _tiny_params = {"flow_layers": (8,)}
+    _model_constraints = {
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
+        "flow_layers": [tuple, list],
+        "tau": [Interval(numbers.Real, 0, None, closed="neither")],
+        "gated": ["boolean"],
+        "leak": ["boolean"],
+        "gain": ["boolean"],
+        "flow_activation": [None, StrOptions({name for name in FLOW_ACTIVATIONS if name})],
+        "init": [StrOptions(set(INITS))],
+    }
+    _layer_params = ("flow_layers",)
+
+    def _build_module(self, n_path_channels, n_outputs):
+        return GatedNODE(
+            n_path_channels,
+            n_outputs,
+            hidden_size=self.hidden_size,
+            flow_layers=tuple(int(w) for w in self.flow_layers),
+            tau=self.tau,
+            gated=self.gated,
+            leak=self.leak,
+            gain=self.gain,
+            flow_activation=self.flow_activation,
+            init=self.init,
+        )
+
+
+class GatedNODEClassifier(_GatedModel, BaseSequenceClassifier):
+    """Gated neural ODE classifier (Kim, Can & Krishnamurthy, ICML 2023).
+
+    The hidden state ``h`` is driven by the input path ``x(s)``::
+
+        dh/ds = (1/τ) G ⊙ (−h + F(h, x(s)))
+        G     = sigmoid(W_g h + U_g x(s) + b_g)
+        F     = MLP([h, x(s)])  with ReLU hidden layers
+
+    The gate ``G`` gives each unit an adaptive time constant: it can freeze the state
+    (memory) and let it move when the input asks for it. ``gated=False`` is the plain
+    neural ODE ``dh/ds = (−h + F) / τ``. ``h(0)`` is a linear map of the first
+    observation; the logits are a linear map of ``h(T_i)`` at each case's own final
+    time. A state as small as ``hidden_size=2`` can be drawn with
+    :func:`skfwp.plotting.plot_flow_field`. See :mod:`skfwp.nn.gated`.
+
+    Parameters
+    ----------
+    {model}
     {common}
 
     Attributes
@@ -88,41 +140,38 @@ class GatedNODEClassifier(SolverBackendMixin, BaseSequenceClassifier):
     (3,)
     """
 
-    _model_params = {
-        "solver_backend": "auto",
-        "flow_layers": (64,),
-        "tau": 1.0,
-        "gated": True,
-        "leak": True,
-        "gain": False,
-        "flow_activation": None,
-        "init": "default",
-        "max_grad_norm": 1.0,
-        "hidden_size": 32,
-    }
-    _tiny_params = {"flow_layers": (8,)}
-    _model_constraints = {
-        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
-        "flow_layers": [tuple, list],
-        "tau": [Interval(numbers.Real, 0, None, closed="neither")],
-        "gated": ["boolean"],
-        "leak": ["boolean"],
-        "gain": ["boolean"],
-        "flow_activation": [None, StrOptions({name for name in FLOW_ACTIVATIONS if name})],
-        "init": [StrOptions(set(INITS))],
-    }
-    _layer_params = ("flow_layers",)
 
-    def _build_module(self, n_path_channels, n_classes):
-        return GatedNODE(
-            n_path_channels,
-            n_classes,
-            hidden_size=self.hidden_size,
-            flow_layers=tuple(int(w) for w in self.flow_layers),
-            tau=self.tau,
-            gated=self.gated,
-            leak=self.leak,
-            gain=self.gain,
-            flow_activation=self.flow_activation,
-            init=self.init,
-        )
+class GatedNODERegressor(_GatedModel, BaseSequenceRegressor):
+    """Regressor on the gated neural ODE: the model of :class:`GatedNODEClassifier`.
+
+    The same model, parameters and solvers as :class:`GatedNODEClassifier` (the
+    equations are there and in :mod:`skfwp.nn.gated`); the module's last linear layer
+    maps to ``n_outputs`` standardised targets, trained on the weighted mean squared
+    error (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
+
+    Parameters
+    ----------
+    {model}
+    {common}
+
+    Attributes
+    ----------
+    module_ : GatedNODE
+        The fitted torch module.
+    {fitted}
+
+    See Also
+    --------
+    GatedNODEClassifier : the classifier on the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp import GatedNODERegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2, 12))
+    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
+    >>> reg = GatedNODERegressor(hidden_size=2, flow_layers=(8,), max_iter=5, random_state=0)
+    >>> reg.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """

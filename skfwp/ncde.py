@@ -1,4 +1,5 @@
-"""NeuralCDEClassifier: the Neural CDE baseline of every skfwp paper."""
+"""NeuralCDEClassifier and NeuralCDERegressor: the Neural CDE baseline of every skfwp
+paper."""
 
 from __future__ import annotations
 
@@ -7,13 +8,50 @@ import numbers
 from sklearn.utils._param_validation import Interval
 
 from ._solver_backend import SolverBackendMixin
-from .base import BaseSequenceClassifier
+from .base import BaseSequenceClassifier, BaseSequenceRegressor
 from .nn.ncde import NeuralCDE
 
-__all__ = ["NeuralCDEClassifier"]
+__all__ = ["NeuralCDEClassifier", "NeuralCDERegressor"]
 
 
-class NeuralCDEClassifier(SolverBackendMixin, BaseSequenceClassifier):
+#: The model's own parameters, the ``{model}`` slot of both estimators' docstrings.
+_PARAMETERS_DOC = """\
+vector_field_width : int, default=128
+        Width of the hidden layers of the vector field's MLP.
+    vector_field_layers : int, default=1
+        Number of hidden ReLU layers of the vector field's MLP (0: ``f = tanh(W z + b)``).
+    {solver_backend}"""
+
+
+class _NeuralCDEModel(SolverBackendMixin):
+    """The parameters and torch module of the Neural CDE, shared by
+    :class:`NeuralCDEClassifier` and :class:`NeuralCDERegressor`."""
+
+    _doc_fragments = {"model": _PARAMETERS_DOC}
+
+    _model_params = {
+        "solver_backend": "auto",
+        "vector_field_width": 128,
+        "vector_field_layers": 1,
+    }
+    _tiny_params = {"vector_field_width": 16}
+    _model_constraints = {
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
+        "vector_field_width": [Interval(numbers.Integral, 1, None, closed="left")],
+        "vector_field_layers": [Interval(numbers.Integral, 0, None, closed="left")],
+    }
+
+    def _build_module(self, n_path_channels, n_outputs):
+        return NeuralCDE(
+            n_path_channels,
+            n_outputs,
+            hidden_size=self.hidden_size,
+            vector_field_width=self.vector_field_width,
+            vector_field_layers=self.vector_field_layers,
+        )
+
+
+class NeuralCDEClassifier(_NeuralCDEModel, BaseSequenceClassifier):
     """Neural controlled differential equation classifier (Kidger et al., NeurIPS 2020).
 
     The hidden state is driven by the input path ``X(s)``::
@@ -28,11 +66,7 @@ class NeuralCDEClassifier(SolverBackendMixin, BaseSequenceClassifier):
 
     Parameters
     ----------
-    vector_field_width : int, default=128
-        Width of the hidden layers of the vector field's MLP.
-    vector_field_layers : int, default=1
-        Number of hidden ReLU layers of the vector field's MLP (0: ``f = tanh(W z + b)``).
-    {solver_backend}
+    {model}
     {common}
 
     Attributes
@@ -63,23 +97,38 @@ class NeuralCDEClassifier(SolverBackendMixin, BaseSequenceClassifier):
     (3,)
     """
 
-    _model_params = {
-        "solver_backend": "auto",
-        "vector_field_width": 128,
-        "vector_field_layers": 1,
-    }
-    _tiny_params = {"vector_field_width": 16}
-    _model_constraints = {
-        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
-        "vector_field_width": [Interval(numbers.Integral, 1, None, closed="left")],
-        "vector_field_layers": [Interval(numbers.Integral, 0, None, closed="left")],
-    }
 
-    def _build_module(self, n_path_channels, n_classes):
-        return NeuralCDE(
-            n_path_channels,
-            n_classes,
-            hidden_size=self.hidden_size,
-            vector_field_width=self.vector_field_width,
-            vector_field_layers=self.vector_field_layers,
-        )
+class NeuralCDERegressor(_NeuralCDEModel, BaseSequenceRegressor):
+    """Regressor on the Neural CDE: the model of :class:`NeuralCDEClassifier`.
+
+    The same model, parameters and solvers as :class:`NeuralCDEClassifier` (the
+    equations are there and in :mod:`skfwp.nn.ncde`); the module's last linear layer
+    maps to ``n_outputs`` standardised targets, trained on the weighted mean squared
+    error (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
+
+    Parameters
+    ----------
+    {model}
+    {common}
+
+    Attributes
+    ----------
+    module_ : NeuralCDE
+        The fitted torch module.
+    {fitted}
+
+    See Also
+    --------
+    NeuralCDEClassifier : the classifier on the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp import NeuralCDERegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2, 12))
+    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
+    >>> reg = NeuralCDERegressor(hidden_size=8, vector_field_width=16, max_iter=5, random_state=0)
+    >>> reg.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """

@@ -1,4 +1,5 @@
-"""NCodeClassifier: the neurally-controlled ODE (N-CODE) on sequences."""
+"""NCodeClassifier and NCodeRegressor: the neurally-controlled ODE (N-CODE) on
+sequences."""
 
 from __future__ import annotations
 
@@ -7,13 +8,70 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
-from .base import BaseSequenceClassifier
+from .base import BaseSequenceClassifier, BaseSequenceRegressor
 from .nn.ncode import CONTROLS, NCODE
 
-__all__ = ["NCodeClassifier"]
+__all__ = ["NCodeClassifier", "NCodeRegressor"]
 
 
-class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
+#: The model's own parameters, the ``{model}`` slot of both estimators' docstrings.
+_PARAMETERS_DOC = """\
+control : {{"closed", "open", "static", "fixed"}}, default="closed"
+        What steers ``θ``: feedback from the current state and input (closed loop), a
+        plan from the initial state and the time (open loop), nothing after ``θ(0)``
+        (static), or nothing at all (fixed: a plain neural ODE).
+    control_rank : int, default=4
+        Rank ``r`` of the controller's update ``A Bᵀ`` and of ``θ(0) − Θ``; memory per
+        solver step grows as ``hidden_size x control_rank`` beyond ``θ`` itself. Values
+        above ``hidden_size`` add no rank (``A Bᵀ`` is ``H x H``) but still work.
+    controller_layers : tuple of int, default=(64,)
+        Widths of the ReLU hidden layers of the controller and of ``g``.
+    input_drive : bool, default=True
+        Let the input path drive the state (``U X(s)``) and the closed-loop
+        controller; False is the paper's pure form, where the data enter only through
+        ``z(0)`` and ``θ(0)``.
+    {solver_backend}"""
+
+
+class _NCodeModel(SolverBackendMixin):
+    """The parameters and torch module of the neurally-controlled ODE, shared by
+    :class:`NCodeClassifier` and :class:`NCodeRegressor`."""
+
+    _doc_fragments = {"model": _PARAMETERS_DOC}
+
+    _model_params = {
+        "solver_backend": "auto",
+        "control": "closed",
+        "control_rank": 4,
+        "controller_layers": (64,),
+        "input_drive": True,
+        "hidden_size": 32,
+        "max_grad_norm": 1.0,
+        "observation_dropout": 0.0,
+    }
+    _tiny_params = {"controller_layers": (8,), "control_rank": 2}
+    _model_constraints = {
+        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
+        "control": [StrOptions(set(CONTROLS))],
+        "control_rank": [Interval(numbers.Integral, 1, None, closed="left")],
+        "controller_layers": [tuple, list],
+        "input_drive": ["boolean"],
+    }
+    _layer_params = ("controller_layers",)
+
+    def _build_module(self, n_path_channels, n_outputs):
+        return NCODE(
+            n_path_channels,
+            n_outputs,
+            hidden_size=self.hidden_size,
+            control=self.control,
+            control_rank=self.control_rank,
+            controller_layers=tuple(int(w) for w in self.controller_layers),
+            input_drive=self.input_drive,
+        )
+
+
+class NCodeClassifier(_NCodeModel, BaseSequenceClassifier):
     """Neurally-controlled ODE classifier (Chalvidal, Ricci, VanRullen & Serre, ICLR 2021).
 
     The parameters ``θ`` of the state's vector field evolve as a state of their own,
@@ -38,21 +96,7 @@ class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
 
     Parameters
     ----------
-    control : {{"closed", "open", "static", "fixed"}}, default="closed"
-        What steers ``θ``: feedback from the current state and input (closed loop), a
-        plan from the initial state and the time (open loop), nothing after ``θ(0)``
-        (static), or nothing at all (fixed: a plain neural ODE).
-    control_rank : int, default=4
-        Rank ``r`` of the controller's update ``A Bᵀ`` and of ``θ(0) − Θ``; memory per
-        solver step grows as ``hidden_size x control_rank`` beyond ``θ`` itself. Values
-        above ``hidden_size`` add no rank (``A Bᵀ`` is ``H x H``) but still work.
-    controller_layers : tuple of int, default=(64,)
-        Widths of the ReLU hidden layers of the controller and of ``g``.
-    input_drive : bool, default=True
-        Let the input path drive the state (``U X(s)``) and the closed-loop
-        controller; False is the paper's pure form, where the data enter only through
-        ``z(0)`` and ``θ(0)``.
-    {solver_backend}
+    {model}
     {common}
 
     Attributes
@@ -86,33 +130,38 @@ class NCodeClassifier(SolverBackendMixin, BaseSequenceClassifier):
     torch.Size([4, 4])
     """
 
-    _model_params = {
-        "solver_backend": "auto",
-        "control": "closed",
-        "control_rank": 4,
-        "controller_layers": (64,),
-        "input_drive": True,
-        "hidden_size": 32,
-        "max_grad_norm": 1.0,
-        "observation_dropout": 0.0,
-    }
-    _tiny_params = {"controller_layers": (8,), "control_rank": 2}
-    _model_constraints = {
-        "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
-        "control": [StrOptions(set(CONTROLS))],
-        "control_rank": [Interval(numbers.Integral, 1, None, closed="left")],
-        "controller_layers": [tuple, list],
-        "input_drive": ["boolean"],
-    }
-    _layer_params = ("controller_layers",)
 
-    def _build_module(self, n_path_channels, n_classes):
-        return NCODE(
-            n_path_channels,
-            n_classes,
-            hidden_size=self.hidden_size,
-            control=self.control,
-            control_rank=self.control_rank,
-            controller_layers=tuple(int(w) for w in self.controller_layers),
-            input_drive=self.input_drive,
-        )
+class NCodeRegressor(_NCodeModel, BaseSequenceRegressor):
+    """Regressor on the neurally-controlled ODE: the model of :class:`NCodeClassifier`.
+
+    The same model, parameters and solvers as :class:`NCodeClassifier` (the equations
+    are there and in :mod:`skfwp.nn.ncode`); the module's last linear layer maps to
+    ``n_outputs`` standardised targets, trained on the weighted mean squared error
+    (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
+
+    Parameters
+    ----------
+    {model}
+    {common}
+
+    Attributes
+    ----------
+    module_ : NCODE
+        The fitted torch module.
+    {fitted}
+
+    See Also
+    --------
+    NCodeClassifier : the classifier on the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp import NCodeRegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2, 12))
+    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
+    >>> reg = NCodeRegressor(hidden_size=4, controller_layers=(8,), max_iter=5, random_state=0)
+    >>> reg.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """

@@ -1,4 +1,4 @@
-"""Save and load fitted skfwp classifiers without executing code from the file.
+"""Save and load fitted skfwp estimators without executing code from the file.
 
 A model file is one ``torch.save`` archive holding only plain data: JSON strings for
 the parameters and the fitted attributes, the module's ``state_dict`` tensors, the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import warnings
 
@@ -29,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from ._validation import resolve_device
 from ._version import __version__
 from .path import InputPath
-from .registry import classifier_class
+from .registry import estimator_class
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
@@ -99,11 +100,11 @@ def _digest(meta, state):
 
 
 def save(estimator, path):
-    """Write a fitted skfwp classifier to ``path`` (see the module docstring).
+    """Write a fitted skfwp estimator to ``path`` (see the module docstring).
 
     Parameters
     ----------
-    estimator : fitted skfwp classifier
+    estimator : fitted skfwp classifier or regressor
         Its parameters must be plain data (numbers, strings, lists, tuples, dicts);
         ``callbacks`` are dropped with a warning.
     path : str or path-like
@@ -111,7 +112,7 @@ def save(estimator, path):
     Raises
     ------
     TypeError
-        ``estimator`` is not a skfwp classifier, or holds what plain data cannot.
+        ``estimator`` is not a skfwp estimator, or holds what plain data cannot.
     OSError
         ``path`` is a folder, its folder does not exist, or it cannot be written
         (``IsADirectoryError``, ``FileNotFoundError``, ...).
@@ -130,8 +131,10 @@ def save(estimator, path):
     >>> np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     True
     """
-    if not getattr(type(estimator), "_skfwp_classifier", False):
-        raise TypeError(f"save expects a skfwp classifier, got {type(estimator).__name__}.")
+    if not getattr(type(estimator), "_skfwp_estimator", False):
+        raise TypeError(
+            f"save expects a skfwp classifier or regressor, got {type(estimator).__name__}."
+        )
     classes, fitted, path_state, state = estimator._export_fitted()  # checks it is fitted
     params = estimator.get_params()
     if params.get("callbacks"):
@@ -140,7 +143,11 @@ def save(estimator, path):
         )
         params["callbacks"] = None
     params = {k: _encode(v, k) for k, v in params.items()}
-    if classes.dtype.kind == "O" and not all(isinstance(c, str) for c in classes):
+    if (
+        classes is not None
+        and classes.dtype.kind == "O"
+        and not all(isinstance(c, str) for c in classes)
+    ):
         raise TypeError(
             "classes_ of object dtype other than strings cannot be saved as plain data; use pickle."
         )
@@ -152,7 +159,9 @@ def save(estimator, path):
         "torch_version": str(torch.__version__),
         "estimator": type(estimator).__name__,
         "params": json.dumps(params),
-        "classes": json.dumps({"values": classes.tolist(), "dtype": classes.dtype.str}),
+        "classes": json.dumps(
+            None if classes is None else {"values": classes.tolist(), "dtype": classes.dtype.str}
+        ),
         "fitted": json.dumps(fitted, default=float),
     }
     _check_writable(path)
@@ -175,7 +184,7 @@ def _check_writable(path):
 
 
 def load(path, device="cpu", *, expected_class=None):
-    """Read a classifier written by :func:`save`; predictions equal the saved model's.
+    """Read an estimator written by :func:`save`; predictions equal the saved model's.
 
     The file is treated as untrusted input: nothing in it is executed, every
     allocation is bounded by the tensors it holds, and anything malformed is refused
@@ -189,7 +198,7 @@ def load(path, device="cpu", *, expected_class=None):
     device : str, default="cpu"
         Where the loaded module lives (sets ``device`` and ``device_``).
     expected_class : type or tuple of types, optional
-        The skfwp classifier class(es) the file must hold (subclasses count); a file
+        The skfwp estimator class(es) the file must hold (subclasses count); a file
         holding another class is refused before anything is built.
 
     Raises
@@ -204,7 +213,7 @@ def load(path, device="cpu", *, expected_class=None):
 
     Returns
     -------
-    estimator : fitted skfwp classifier
+    estimator : fitted skfwp classifier or regressor
         The saved class, parameters, fitted attributes and weights.
 
     Examples
@@ -222,10 +231,10 @@ def load(path, device="cpu", *, expected_class=None):
     """
     expected = expected_class if isinstance(expected_class, tuple) else (expected_class,)
     if expected_class is not None and not all(
-        isinstance(c, type) and getattr(c, "_skfwp_classifier", False) for c in expected
+        isinstance(c, type) and getattr(c, "_skfwp_estimator", False) for c in expected
     ):
         raise TypeError(
-            f"expected_class must be a skfwp classifier class or a tuple of them, got "
+            f"expected_class must be a skfwp estimator class or a tuple of them, got "
             f"{expected_class!r}."
         )
     resolve_device(device)  # a bad device is named before the file is read
@@ -253,6 +262,10 @@ def _refuse(path, why):
 
 def _is_int(value, low):
     return type(value) is int and value >= low
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_positive(value):
@@ -332,6 +345,28 @@ def _classes(path, blob):
     return out
 
 
+def _targets(path, cls, blob, fitted):
+    """``(classes or None, n_outputs)``: a classifier's labels, or a regressor's checked
+    number of targets and standardisation (``n_outputs_``, ``target_mean_``, ``target_scale_``)."""
+    if cls._task == "classification":
+        classes = _classes(path, blob)
+        return classes, len(classes)
+    if json.loads(blob["classes"]) is not None:
+        _refuse(path, f"declares classes, but a {cls.__name__} has none.")
+    n = fitted.get("n_outputs_")
+    if not _is_int(n, 1):
+        _refuse(path, f"declares n_outputs_={n!r}, not a positive integer.")
+    for name, low in (("target_mean_", -math.inf), ("target_scale_", 0.0)):
+        values = fitted.get(name)
+        if not (
+            isinstance(values, list)
+            and len(values) == n
+            and all(_is_number(v) and low < v < math.inf for v in values)
+        ):
+            _refuse(path, f"declares {name} that are not {n} finite numbers above {low}.")
+    return None, n
+
+
 def _logsig_channels(k, window, depth):
     """Channels of a path of ``k`` channels after log-signature windows of ``depth``:
     the Lyndon words of length 1, 2 and 3 on ``k`` letters (no windows: ``k``).
@@ -382,10 +417,10 @@ def _check_fitted(path, cls, input_path, fitted, path_fitted):
         _refuse(path, "declares fitted attributes of the wrong types.")
 
 
-def _check_module_shapes(path, estimator, n_path_channels, n_classes, state, file_bytes):
+def _check_module_shapes(path, estimator, n_path_channels, n_outputs, state, file_bytes):
     """Build the module on ``meta`` and compare it with the file's tensors."""
     with _ShapesOnMeta():
-        module = estimator._new_module(0, n_path_channels, n_classes)
+        module = estimator._new_module(0, n_path_channels, n_outputs)
     expected = module.state_dict()
     if set(expected) != set(state):
         extra, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
@@ -424,7 +459,7 @@ def _rebuild(blob, path, device, expected):
     file_bytes = _check_tensors(path, state)  # before the digest reads them
     if blob["sha256"] != _digest(meta, state):
         _refuse(path, "failed its integrity check: it was modified or corrupted.")
-    cls = classifier_class(blob["estimator"])
+    cls = estimator_class(blob["estimator"])
     if cls is None:
         _refuse(path, f"holds an unknown estimator {blob['estimator']!r}.")
     if expected and not issubclass(cls, expected):
@@ -442,10 +477,10 @@ def _rebuild(blob, path, device, expected):
         estimator._check_all_params()
     except ValueError as exc:
         _refuse(path, f"holds invalid parameters: {exc}")
-    classes = _classes(path, blob)
     fitted = json.loads(blob["fitted"])
     if not isinstance(fitted, dict) or not isinstance(fitted.get("input_path_"), dict):
         _refuse(path, "lacks its fitted input path.")
+    classes, n_outputs = _targets(path, cls, blob, fitted)
     path_fitted = fitted.pop("input_path_")
     known = set(InputPath.PARAMS) | set(InputPath.FITTED)
     if not set(path_fitted) <= known:
@@ -467,5 +502,5 @@ def _rebuild(blob, path, device, expected):
     _check_fitted(path, cls, input_path, fitted, input_path.get_state())
     n_path = input_path.n_path_channels_
     estimator.input_path_ = input_path  # _build_module may read its scales, as in fit
-    _check_module_shapes(path, estimator, n_path, len(classes), state, file_bytes)
+    _check_module_shapes(path, estimator, n_path, n_outputs, state, file_bytes)
     return estimator._import_fitted(classes, fitted, input_path, state, device)

@@ -1,4 +1,5 @@
-"""sktime adapters: every skfwp classifier as an sktime ``BaseClassifier``.
+"""sktime adapters: every skfwp classifier as an sktime ``BaseClassifier``, every
+regressor as a ``BaseRegressor``.
 
 Each adapter delegates to the scikit-learn estimator of the same name: its
 parameters are that estimator's (same names, same defaults), and ``fit`` builds and
@@ -6,12 +7,13 @@ fits ``estimator_ = skfwp.<Name>(**params)``. There is no second implementation,
 the core estimators stay plain scikit-learn; sktime is an optional extra
 (``pip install 'skfwp[sktime]'``).
 
-One adapter base, :class:`SkfwpClassifierAdapter`, does the work; a classifier's
-adapter is a subclass that names ``_estimator_class``. :func:`all_adapters` gives one
-for every classifier that :mod:`skfwp` exports (see :func:`skfwp.registry.all_classifiers`),
-generating the subclass for a classifier that has none written here, so a new
-classifier is usable from sktime (and by ``skfwp-benchmark``) as soon as skfwp
-exports it.
+One adapter base per task, :class:`SkfwpClassifierAdapter` and
+:class:`SkfwpRegressorAdapter`, does the work; an estimator's adapter is a subclass
+that names ``_estimator_class``. :func:`all_adapters` gives one for every estimator
+that :mod:`skfwp` exports (see :func:`skfwp.registry.all_estimators`), generated, so
+a new estimator is usable from sktime (and by ``skfwp-benchmark``) as soon as skfwp
+exports it. The regressor adapters take one target (sktime's ``numpy1D``); several
+targets go through the scikit-learn estimators.
 
 Input: any sktime Panel. Equal-length panels arrive as ``numpy3D``; unequal-length
 ones as ``df-list`` (each case a DataFrame, rows = time points), whose time index is
@@ -25,11 +27,17 @@ import inspect
 
 import numpy as np
 from sktime.classification.base import BaseClassifier
+from sktime.regression.base import BaseRegressor
 
-from .base import keyword_init
-from .registry import all_classifiers
+from ._params import keyword_init
+from .registry import all_estimators
 
-__all__ = ["SkfwpClassifierAdapter", "adapter_for", "all_adapters"]  # + one per classifier
+__all__ = [  # + one per estimator
+    "SkfwpClassifierAdapter",
+    "SkfwpRegressorAdapter",
+    "adapter_for",
+    "all_adapters",
+]
 
 
 def _parameters_section(doc):
@@ -57,9 +65,7 @@ _DOC_TEMPLATE = """
     ----------
     estimator_ : skfwp.{name}
         The fitted scikit-learn estimator.
-    classes_ : ndarray of shape (n_classes,)
-        Class labels seen in ``fit``.
-
+{task_attributes}
     See Also
     --------
     skfwp.{name} : the scikit-learn estimator this adapter delegates to.
@@ -69,10 +75,20 @@ _DOC_TEMPLATE = """
     >>> from sktime.datasets import load_unit_test
     >>> from skfwp.sktime import {name}
     >>> X, y = load_unit_test(split="train", return_X_y=True)
-    >>> clf = {name}(hidden_size=8, max_iter=2, random_state=0)
+{example}    """
+
+_CLASSIFIER_ATTRIBUTES = """    classes_ : ndarray of shape (n_classes,)
+        Class labels seen in ``fit``.
+"""
+_CLASSIFIER_EXAMPLE = """    >>> clf = {name}(hidden_size=8, max_iter=2, random_state=0)
     >>> clf.fit(X, y).predict_proba(X.iloc[:3]).shape
     (3, 2)
-    """
+"""
+_REGRESSOR_EXAMPLE = """    >>> y = X.iloc[:, 0].map(lambda series: series.iloc[-1])  # last values
+    >>> reg = {name}(hidden_size=8, max_iter=2, random_state=0)
+    >>> reg.fit(X, y).predict(X.iloc[:3]).shape
+    (3,)
+"""
 
 
 def _as_cases(X):
@@ -82,27 +98,19 @@ def _as_cases(X):
     return [np.asarray(case, dtype=np.float64).T for case in X]  # df-list: (n_i, C) frames
 
 
-class SkfwpClassifierAdapter(BaseClassifier):
-    """Base of the sktime adapters (not for direct use); see the module docstring.
-
-    A subclass sets ``_estimator_class`` to an skfwp classifier; its ``__init__``
-    (the estimator's parameters and defaults) and docstring are then generated
-    (:func:`adapter_for` writes the subclass). ``get_test_params`` gives the
-    estimator's own tiny settings (``_get_test_params``) with each of
-    ``_test_params``' training settings.
-
-    Examples
-    --------
-    >>> from skfwp.sktime import SkfwpClassifierAdapter, all_adapters
-    >>> all(issubclass(a, SkfwpClassifierAdapter) for a in all_adapters().values())
-    True
-    """
+class _Adapter:
+    """What both adapter bases share: generated ``__init__`` and docstring, delegation
+    of ``fit`` and ``predict``, and ``get_test_params``."""
 
     _estimator_class = None
     _test_params = (
         {"max_iter": 2, "batch_size": 16, "random_state": 0},
         {"max_iter": 1, "interpolation": "linear", "random_state": 1},
     )
+    #: The adapter's sktime base, whose ``__init__`` runs after the parameters are stored.
+    _sktime_base = None
+    _task_attributes = ""
+    _example = ""
 
     _tags = {
         # packaging info
@@ -112,7 +120,6 @@ class SkfwpClassifierAdapter(BaseClassifier):
         "capability:multivariate": True,
         "capability:unequal_length": True,
         "capability:missing_values": True,
-        "capability:predict_proba": True,
         "capability:random_state": True,
         "property:randomness": "derandomized",
         # inner types: numpy3D input stays numpy3D; every other Panel mtype converts to
@@ -134,12 +141,15 @@ class SkfwpClassifierAdapter(BaseClassifier):
             cls,
             defaults,
             f"Store the parameters of :class:`skfwp.{name}`.",
-            after=BaseClassifier.__init__,
+            after=cls._sktime_base.__init__,
         )
         first = (estimator_class.__doc__ or name).strip().splitlines()[0].rstrip(".")
         summary = (cls.__doc__ or f"{first}, for sktime.").rstrip()
         cls.__doc__ = summary + _DOC_TEMPLATE.format(
-            name=name, parameters=_parameters_section(estimator_class.__doc__)
+            name=name,
+            parameters=_parameters_section(estimator_class.__doc__),
+            task_attributes=cls._task_attributes,
+            example=cls._example.format(name=name),
         )
 
     def _fit(self, X, y):
@@ -149,10 +159,6 @@ class SkfwpClassifierAdapter(BaseClassifier):
 
     def _predict(self, X):
         return self.estimator_.predict(_as_cases(X))
-
-    def _predict_proba(self, X):
-        # skfwp's classes_ are np.unique(y), the order sktime's classes_ has too
-        return self.estimator_.predict_proba(_as_cases(X))
 
     @classmethod
     def get_test_params(cls, parameter_set="default"):
@@ -171,8 +177,51 @@ class SkfwpClassifierAdapter(BaseClassifier):
         return [{**tiny, **params} for params in cls._test_params]
 
 
+class SkfwpClassifierAdapter(_Adapter, BaseClassifier):
+    """Base of the classifiers' sktime adapters (not for direct use); see the module
+    docstring.
+
+    A subclass sets ``_estimator_class`` to an skfwp classifier; its ``__init__``
+    (the estimator's parameters and defaults) and docstring are then generated
+    (:func:`adapter_for` writes the subclass). ``get_test_params`` gives the
+    estimator's own tiny settings (``_get_test_params``) with each of
+    ``_test_params``' training settings.
+
+    Examples
+    --------
+    >>> from skfwp.sktime import SkfwpClassifierAdapter, all_adapters
+    >>> adapters = all_adapters()
+    >>> issubclass(adapters["ContinuousDeltaClassifier"], SkfwpClassifierAdapter)
+    True
+    """
+
+    _sktime_base = BaseClassifier
+    _task_attributes = _CLASSIFIER_ATTRIBUTES
+    _example = _CLASSIFIER_EXAMPLE
+    _tags = {**_Adapter._tags, "capability:predict_proba": True}
+
+    def _predict_proba(self, X):
+        # skfwp's classes_ are np.unique(y), the order sktime's classes_ has too
+        return self.estimator_.predict_proba(_as_cases(X))
+
+
+class SkfwpRegressorAdapter(_Adapter, BaseRegressor):
+    """Base of the regressors' sktime adapters (not for direct use); see the module
+    docstring and :class:`SkfwpClassifierAdapter`.
+
+    Examples
+    --------
+    >>> from skfwp.sktime import SkfwpRegressorAdapter, all_adapters
+    >>> issubclass(all_adapters()["NeuralCDERegressor"], SkfwpRegressorAdapter)
+    True
+    """
+
+    _sktime_base = BaseRegressor
+    _example = _REGRESSOR_EXAMPLE
+
+
 def adapter_for(estimator_class):
-    """The sktime adapter class of an skfwp classifier class.
+    """The sktime adapter class of an skfwp estimator class.
 
     Generated once, named as the classifier and kept as an attribute of this module
     (so that ``from skfwp.sktime import <Name>`` works and it pickles by reference);
@@ -181,12 +230,13 @@ def adapter_for(estimator_class):
     Parameters
     ----------
     estimator_class : type
-        A subclass of :class:`skfwp.base.BaseSequenceClassifier`.
+        A subclass of :class:`skfwp.base.BaseSequenceClassifier` or
+        :class:`skfwp.base.BaseSequenceRegressor`.
 
     Returns
     -------
     type
-        A subclass of :class:`SkfwpClassifierAdapter`.
+        A subclass of :class:`SkfwpClassifierAdapter` or :class:`SkfwpRegressorAdapter`.
 
     Examples
     --------
@@ -196,26 +246,31 @@ def adapter_for(estimator_class):
     'skfwp.sktime'
     """
     name = estimator_class.__name__
+    base = (
+        SkfwpClassifierAdapter
+        if estimator_class._task == "classification"
+        else (SkfwpRegressorAdapter)
+    )
     adapter = globals().get(name)
     if not (
         isinstance(adapter, type)
-        and issubclass(adapter, SkfwpClassifierAdapter)
+        and issubclass(adapter, base)
         and adapter._estimator_class is estimator_class
     ):
-        adapter = type(name, (SkfwpClassifierAdapter,), {"_estimator_class": estimator_class})
+        adapter = type(name, (base,), {"_estimator_class": estimator_class})
         adapter.__module__ = __name__
         globals()[name] = adapter
     return adapter
 
 
 def all_adapters():
-    """The sktime adapter of every classifier :mod:`skfwp` exports, by name.
+    """The sktime adapter of every estimator :mod:`skfwp` exports, by name.
 
     Returns
     -------
     dict of str to type
         ``{name: adapter class}``, in the order of
-        :func:`skfwp.registry.all_classifiers`.
+        :func:`skfwp.registry.all_estimators`.
 
     Examples
     --------
@@ -223,9 +278,9 @@ def all_adapters():
     >>> {"ContinuousDeltaClassifier", "NeuralCDEClassifier"} <= set(all_adapters())
     True
     """
-    return {name: adapter_for(cls) for name, cls in all_classifiers().items()}
+    return {name: adapter_for(cls) for name, cls in all_estimators().items()}
 
 
-for _name, _cls in all_classifiers().items():  # the adapters, generated
+for _name, _cls in all_estimators().items():  # the adapters, generated
     adapter_for(_cls)
     __all__.append(_name)

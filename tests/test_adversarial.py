@@ -770,7 +770,7 @@ def _load_unexpected(clf, path, tmp_path):
 
 
 def _load_expected_not_a_class(clf, path, tmp_path):
-    with pytest.raises(TypeError, match="expected_class must be a skfwp classifier class"):
+    with pytest.raises(TypeError, match="expected_class must be a skfwp estimator class"):
         skfwp.load(path, expected_class="GatedNODEClassifier")
 
 

@@ -17,10 +17,13 @@ from skfwp.benchmark import (
     contenders,
     drop_values,
     main,
+    result_columns,
     run_benchmark,
+    summary_columns,
 )
+from skfwp.datasets import load_sktime_dataset
 from skfwp.path import fill_gaps
-from skfwp.registry import all_classifiers
+from skfwp.registry import all_classifiers, all_regressors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,6 +89,54 @@ def test_every_skfwp_classifier_is_a_contender():
     assert pipe[-1].get_params()["random_state"] == 3 and pipe[-1].max_iter == 1
 
 
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+    """``--task regression`` on Covid3Month: one skfwp regressor and the ridge baseline."""
+    out = tmp_path_factory.mktemp("regression")
+    argv = ["--task", "regression", "--datasets", "Covid3Month", "--seeds", "1"]
+    argv += ["--max-iter", "2", "--classifiers", "NeuralCDERegressor", "Ridge", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_regression_run_scores_rmse_and_r2(regression_run):
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.preprocessing import StandardScaler
+
+    assert sorted(os.listdir(regression_run)) == [
+        "results.csv",
+        "results.md",
+        "rmse.png",
+        "summary.csv",
+    ]
+    results = pd.read_csv(regression_run / "results.csv")
+    assert list(results.columns) == result_columns("regression")
+    summary = pd.read_csv(regression_run / "summary.csv")
+    assert list(summary.columns) == summary_columns("regression")
+    assert list(results["classifier"]) == ["NeuralCDERegressor", "Ridge"]
+    # the ridge row, recomputed independently of the benchmark's code
+    X, y = load_sktime_dataset("Covid3Month", "train")
+    X_test, y_test = load_sktime_dataset("Covid3Month", "test")
+    y, y_test = y.astype(float), y_test.astype(float)
+    scaler = StandardScaler().fit(X[:, 0])
+    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(scaler.transform(X[:, 0]), y)
+    pred = ridge.predict(scaler.transform(X_test[:, 0]))
+    row = results.set_index("classifier").loc["Ridge"]
+    np.testing.assert_allclose(row["rmse"], np.sqrt(np.mean((pred - y_test) ** 2)), rtol=1e-9)
+    np.testing.assert_allclose(row["r2"], r2_score(y_test, pred), rtol=1e-9)
+    text = (regression_run / "results.md").read_text()
+    assert "| dataset | estimator | RMSE (mean ± std) | R² | fit s |" in text
+
+
+def test_every_skfwp_regressor_is_a_regression_contender():
+    found, _ = contenders(max_iter=1, task="regression")
+    assert list(found)[: len(all_regressors())] == list(all_regressors())
+    assert {"Ridge", "MiniRocket"} <= set(found)
+    with pytest.raises(ValueError, match="task must be one of"):
+        contenders(task="clustering")
+
+
 def test_drop_values_is_seeded_and_drops_the_fraction():
     cases = [np.ones((3, 400)), np.ones((3, 250))]
     a = drop_values(cases, 0.3, np.random.default_rng(0))
@@ -114,7 +165,7 @@ def test_prepare_imputes_and_pads_only_for_classifiers_that_need_it():
 
 
 def test_bad_names_list_the_choices():
-    with pytest.raises(ValueError, match=r"Unknown classifier.*NeuralCDEClassifier"):
+    with pytest.raises(ValueError, match=r"Unknown classification estimator.*NeuralCDEClassifier"):
         run_benchmark(["GunPoint"], ["NoSuchClassifier"], seeds=1)
     with pytest.raises(ValueError, match=r"'NoSuchData' was found in none of.*archive-dir"):
         run_benchmark(["NoSuchData"], ["1NN-DTW"], seeds=1)

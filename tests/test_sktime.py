@@ -1,4 +1,5 @@
-"""The sktime adapters: sktime's own estimator checks, and exact delegation to skfwp."""
+"""The sktime adapters (classifiers and regressors): sktime's own estimator checks, and
+exact delegation to skfwp."""
 
 import pickle
 
@@ -9,10 +10,12 @@ from sktime.datasets import load_japanese_vowels, load_unit_test
 from sktime.utils.estimator_checks import check_estimator
 
 import skfwp
-from skfwp.registry import all_classifiers
-from skfwp.sktime import SkfwpClassifierAdapter, adapter_for, all_adapters
+from skfwp.registry import all_estimators
+from skfwp.sktime import SkfwpClassifierAdapter, SkfwpRegressorAdapter, adapter_for, all_adapters
 
 ADAPTERS = all_adapters()
+CLASSIFIER_ADAPTERS = {k: a for k, a in ADAPTERS.items() if issubclass(a, SkfwpClassifierAdapter)}
+REGRESSOR_ADAPTERS = {k: a for k, a in ADAPTERS.items() if issubclass(a, SkfwpRegressorAdapter)}
 
 # sktime checks that refit the estimator on every input scenario (8 to 24 fits each,
 # ~10 s per check and adapter on a shared 2-core machine); every other check runs by
@@ -44,8 +47,9 @@ def test_sktime_check_estimator_refit_checks(adapter):
     _assert_all_passed(check_estimator(adapter, tests_to_run=SLOW_CHECKS, verbose=False))
 
 
-def test_every_skfwp_classifier_has_an_adapter_with_its_parameters():
-    assert ADAPTERS.keys() == all_classifiers().keys()
+def test_every_skfwp_estimator_has_an_adapter_with_its_parameters():
+    assert ADAPTERS.keys() == all_estimators().keys()
+    assert len(CLASSIFIER_ADAPTERS) == len(REGRESSOR_ADAPTERS) == 4
     for name, adapter in ADAPTERS.items():
         estimator_class = getattr(skfwp, name)
         assert adapter._estimator_class is estimator_class
@@ -53,7 +57,7 @@ def test_every_skfwp_classifier_has_an_adapter_with_its_parameters():
         assert adapter.get_param_defaults() == estimator_class().get_params()
 
 
-@pytest.mark.parametrize("adapter", ADAPTERS.values(), ids=ADAPTERS.keys())
+@pytest.mark.parametrize("adapter", CLASSIFIER_ADAPTERS.values(), ids=CLASSIFIER_ADAPTERS.keys())
 def test_adapter_predicts_exactly_as_the_sklearn_estimator(adapter):
     """Same parameters, same data (nested DataFrame vs numpy): identical probabilities."""
     X, y = load_unit_test(split="train", return_X_y=True)
@@ -64,6 +68,19 @@ def test_adapter_predicts_exactly_as_the_sklearn_estimator(adapter):
     np.testing.assert_array_equal(ours.predict_proba(X.iloc[:6]), direct.predict_proba(X_np[:6]))
     np.testing.assert_array_equal(ours.predict(X.iloc[:6]), direct.predict(X_np[:6]))
     np.testing.assert_array_equal(ours.classes_, direct.classes_)
+
+
+@pytest.mark.parametrize("adapter", REGRESSOR_ADAPTERS.values(), ids=REGRESSOR_ADAPTERS.keys())
+def test_regressor_adapter_predicts_exactly_as_the_sklearn_estimator(adapter):
+    """A regression target from the panel itself (each case's mean of channel 0)."""
+    X_np, _ = load_unit_test(split="train", return_X_y=True, return_type="numpy3D")
+    X, _ = load_unit_test(split="train", return_X_y=True)
+    y = X_np[:, 0].mean(axis=1)
+    params = adapter.get_test_params()[0]
+    ours = adapter(**params).fit(X, y)
+    direct = adapter._estimator_class(**params).fit(X_np, y)
+    np.testing.assert_array_equal(ours.predict(X.iloc[:6]), direct.predict(X_np[:6]))
+    assert ours.predict(X.iloc[:6]).shape == (6,)
 
 
 def test_unequal_length_and_missing_values_reach_the_estimator_unpadded():
