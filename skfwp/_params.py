@@ -24,6 +24,7 @@ __all__ = [
     "COMMON_PARAMS",
     "COMMON_PARAMS_DOC",
     "FITTED_ATTRIBUTES_DOC",
+    "REGRESSOR_DOC",
     "REGRESSOR_FITTED_DOC",
     "keyword_init",
     "parameters_doc",
@@ -211,6 +212,43 @@ n_outputs_ : int
     target_mean_, target_scale_ : ndarray of shape (n_outputs,)
         The training targets' weighted mean and standard deviation: the module learns
         ``(y - target_mean_) / target_scale_``, and ``predict`` undoes it.
+    """
+
+#: The body of a regressor's docstring, after its one-line summary: a model's
+#: regressor says only what differs from its classifier (``_regressor_doc`` names the
+#: torch module, its module in :mod:`skfwp.nn` and the example's small settings).
+REGRESSOR_DOC = """
+
+    The same model, parameters and solvers as :class:`{classifier}` (the equations are
+    there and in :mod:`skfwp.nn.{nn}`); the module's last linear layer maps to
+    ``n_outputs`` standardised targets, trained on the weighted mean squared error
+    (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
+
+    Parameters
+    ----------
+    {{model}}
+    {{common}}
+
+    Attributes
+    ----------
+    module_ : {module}
+        The fitted torch module.
+    {{fitted}}
+
+    See Also
+    --------
+    {classifier} : the classifier on the same model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp import {name}
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 2, 12))
+    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
+    >>> reg = {name}({example}, max_iter=5, random_state=0)
+    >>> reg.fit(X, y).predict(X[:3]).shape
+    (3,)
     """
 
 #: Shared parameters only a classifier takes (a regressor's loss is the squared error).

@@ -40,6 +40,7 @@ from ._params import (
     COMMON_CONSTRAINTS,
     COMMON_PARAMS,
     FITTED_ATTRIBUTES_DOC,
+    REGRESSOR_DOC,
     REGRESSOR_FITTED_DOC,
     keyword_init,
     parameters_doc,
@@ -235,6 +236,12 @@ class BaseSequenceEstimator(BaseEstimator):
             {name: defaults[name] for name in names},
             f"Store the parameters of :class:`{cls.__name__}`.",
         )
+        if "_regressor_doc" in cls.__dict__:  # a model's regressor: the shared body
+            cls.__doc__ = cls.__doc__.rstrip() + REGRESSOR_DOC.format(
+                name=cls.__name__,
+                classifier=cls.__name__.replace("Regressor", "Classifier"),
+                **cls._regressor_doc,
+            )
         if cls.__doc__ and "{common}" in cls.__doc__:
             # the model's fragments (``_doc_fragments`` along the bases, e.g. {model}, which
             # may hold {solver_backend}), then the shared parameters' and fitted

@@ -173,36 +173,6 @@ class ContinuousDeltaClassifier(_DeltaModel, BaseSequenceClassifier):
 
 
 class ContinuousDeltaRegressor(_DeltaModel, BaseSequenceRegressor):
-    """Continuous-time Fast Weight Programmer regressor (the model of the classifier).
+    """Continuous-time Fast Weight Programmer regressor."""
 
-    The same model, parameters and solvers as :class:`ContinuousDeltaClassifier` (the
-    equations are there and in :mod:`skfwp.nn.fwp`); the module's last linear layer maps
-    to ``n_outputs`` standardised targets, trained on the weighted mean squared error
-    (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
-
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : ContinuousFWP
-        The fitted torch module.
-    {fitted}
-
-    See Also
-    --------
-    ContinuousDeltaClassifier : the classifier on the same model.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skfwp import ContinuousDeltaRegressor
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(20, 2, 12))
-    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
-    >>> reg = ContinuousDeltaRegressor(hidden_size=8, n_heads=2, max_iter=5, random_state=0)
-    >>> reg.fit(X, y).predict(X[:3]).shape
-    (3,)
-    """
+    _regressor_doc = {"module": "ContinuousFWP", "nn": "fwp", "example": "hidden_size=8, n_heads=2"}

@@ -142,36 +142,10 @@ class GatedNODEClassifier(_GatedModel, BaseSequenceClassifier):
 
 
 class GatedNODERegressor(_GatedModel, BaseSequenceRegressor):
-    """Regressor on the gated neural ODE: the model of :class:`GatedNODEClassifier`.
+    """Gated neural ODE regressor."""
 
-    The same model, parameters and solvers as :class:`GatedNODEClassifier` (the
-    equations are there and in :mod:`skfwp.nn.gated`); the module's last linear layer
-    maps to ``n_outputs`` standardised targets, trained on the weighted mean squared
-    error (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
-
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : GatedNODE
-        The fitted torch module.
-    {fitted}
-
-    See Also
-    --------
-    GatedNODEClassifier : the classifier on the same model.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skfwp import GatedNODERegressor
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(20, 2, 12))
-    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
-    >>> reg = GatedNODERegressor(hidden_size=2, flow_layers=(8,), max_iter=5, random_state=0)
-    >>> reg.fit(X, y).predict(X[:3]).shape
-    (3,)
-    """
+    _regressor_doc = {
+        "module": "GatedNODE",
+        "nn": "gated",
+        "example": "hidden_size=2, flow_layers=(8,)",
+    }

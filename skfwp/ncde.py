@@ -99,36 +99,10 @@ class NeuralCDEClassifier(_NeuralCDEModel, BaseSequenceClassifier):
 
 
 class NeuralCDERegressor(_NeuralCDEModel, BaseSequenceRegressor):
-    """Regressor on the Neural CDE: the model of :class:`NeuralCDEClassifier`.
+    """Neural controlled differential equation regressor."""
 
-    The same model, parameters and solvers as :class:`NeuralCDEClassifier` (the
-    equations are there and in :mod:`skfwp.nn.ncde`); the module's last linear layer
-    maps to ``n_outputs`` standardised targets, trained on the weighted mean squared
-    error (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
-
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : NeuralCDE
-        The fitted torch module.
-    {fitted}
-
-    See Also
-    --------
-    NeuralCDEClassifier : the classifier on the same model.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skfwp import NeuralCDERegressor
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(20, 2, 12))
-    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
-    >>> reg = NeuralCDERegressor(hidden_size=8, vector_field_width=16, max_iter=5, random_state=0)
-    >>> reg.fit(X, y).predict(X[:3]).shape
-    (3,)
-    """
+    _regressor_doc = {
+        "module": "NeuralCDE",
+        "nn": "ncde",
+        "example": "hidden_size=8, vector_field_width=16",
+    }

@@ -132,36 +132,10 @@ class NCodeClassifier(_NCodeModel, BaseSequenceClassifier):
 
 
 class NCodeRegressor(_NCodeModel, BaseSequenceRegressor):
-    """Regressor on the neurally-controlled ODE: the model of :class:`NCodeClassifier`.
+    """Neurally-controlled ODE regressor."""
 
-    The same model, parameters and solvers as :class:`NCodeClassifier` (the equations
-    are there and in :mod:`skfwp.nn.ncode`); the module's last linear layer maps to
-    ``n_outputs`` standardised targets, trained on the weighted mean squared error
-    (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
-
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : NCODE
-        The fitted torch module.
-    {fitted}
-
-    See Also
-    --------
-    NCodeClassifier : the classifier on the same model.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skfwp import NCodeRegressor
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(20, 2, 12))
-    >>> y = X[:, 0].mean(axis=1) - X[:, 1].mean(axis=1)
-    >>> reg = NCodeRegressor(hidden_size=4, controller_layers=(8,), max_iter=5, random_state=0)
-    >>> reg.fit(X, y).predict(X[:3]).shape
-    (3,)
-    """
+    _regressor_doc = {
+        "module": "NCODE",
+        "nn": "ncode",
+        "example": "hidden_size=4, controller_layers=(8,)",
+    }
