@@ -427,9 +427,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         X, lengths = check_X(X)
         check_float32_range(X)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        targets, weights, target_attributes = self._encode_targets(y, X.shape[0], sample_weight)
-        device = resolve_device(self.device)
         warm = self.warm_start and hasattr(self, "module_")
+        targets, weights, target_attributes = self._encode_targets(
+            y, X.shape[0], sample_weight, warm
+        )
+        device = resolve_device(self.device)
         if warm and (
             not self._same_targets(target_attributes) or X.shape[1] != self.n_features_in_
         ):
@@ -869,7 +871,7 @@ class BaseSequenceClassifier(ClassifierMixin, BaseSequenceEstimator):
     def _n_outputs(self):
         return len(self.classes_)
 
-    def _encode_targets(self, y, n_cases, sample_weight):
+    def _encode_targets(self, y, n_cases, sample_weight, warm):
         """``(class index per case, per-case weights, {"classes_": labels})``."""
         y = check_y(y, n_cases)
         classes, y_index = np.unique(y, return_inverse=True)
@@ -1008,12 +1010,12 @@ class BaseSequenceRegressor(RegressorMixin, BaseSequenceEstimator):
     def _n_outputs(self):
         return self.n_outputs_
 
-    def _encode_targets(self, y, n_cases, sample_weight):
+    def _encode_targets(self, y, n_cases, sample_weight, warm):
         """``(standardised targets (n_cases, n_outputs) float32, weights, attributes)``;
         a warm start keeps the previous fit's standardisation."""
         y2d, n_outputs = check_regression_y(y, n_cases)
         weights = check_weight_total(sample_weight, "sample_weight")
-        if self.warm_start and getattr(self, "n_outputs_", None) == n_outputs:
+        if warm and self.n_outputs_ == n_outputs:
             mean, scale = self.target_mean_, self.target_scale_
         else:
             mean = np.average(y2d, axis=0, weights=weights)

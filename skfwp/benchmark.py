@@ -200,16 +200,21 @@ def _regression_contenders():
         from sktime.regression.kernel_based import RocketRegressor
     except ImportError as exc:
         return found, f"MiniRocket needs sktime and numba ({exc})"
-    found["MiniRocket"] = Contender(
+    found["MiniRocket"] = _minirocket(RocketRegressor, "ridge regression")
+    return found, None
+
+
+def _minirocket(rocket_class, ridge):
+    """sktime's Rocket classifier or regressor with the MiniRocket transform."""
+    return Contender(
         "MiniRocket",
-        lambda seed: RocketRegressor(rocket_transform="minirocket", random_state=seed),
+        lambda seed: rocket_class(rocket_transform="minirocket", random_state=seed),
         takes_nan=False,
         takes_unequal=False,
         deterministic=False,
-        description='sktime RocketRegressor(rocket_transform="minirocket"): 10,000 kernels, '
-        "ridge regression with built-in cross-validation",
+        description=f'sktime {rocket_class.__name__}(rocket_transform="minirocket"): '
+        f"10,000 kernels, {ridge} with built-in cross-validation",
     )
-    return found, None
 
 
 def _sktime_contenders():
@@ -221,15 +226,7 @@ def _sktime_contenders():
     except ImportError as exc:
         return {}, f"MiniRocket and 1NN-DTW need sktime and numba ({exc})"
     found = {
-        "MiniRocket": Contender(
-            "MiniRocket",
-            lambda seed: RocketClassifier(rocket_transform="minirocket", random_state=seed),
-            takes_nan=False,
-            takes_unequal=False,
-            deterministic=False,
-            description='sktime RocketClassifier(rocket_transform="minirocket"): 10,000 '
-            "kernels, ridge classifier with built-in cross-validation",
-        ),
+        "MiniRocket": _minirocket(RocketClassifier, "ridge classifier"),
         "1NN-DTW": Contender(
             "1NN-DTW",
             lambda seed: KNeighborsTimeSeriesClassifier(n_neighbors=1, distance="dtw"),
@@ -490,11 +487,9 @@ def _scores(task, y_pred, y_test):
 
 
 def _task_of(frame):
-    return (
-        "regression"
-        if "rmse" in frame.columns or "rmse_mean" in frame.columns
-        else ("classification")
-    )
+    """The task of a results or summary frame: regression frames score RMSE."""
+    regression = {"rmse", "rmse_mean"} & set(frame.columns)
+    return "regression" if regression else "classification"
 
 
 def summarize(results):

@@ -78,6 +78,16 @@ def test_several_outputs(fitted):
         two.set_params(warm_start=True).fit(X, Y[:, 0])
 
 
+def test_warm_start_keeps_the_standardisation(fitted):
+    """The module goes on learning the same standardised targets, not re-scaled ones."""
+    reg, X, Y = fitted
+    warm = pickle.loads(pickle.dumps(reg)).set_params(warm_start=True, max_iter=1)
+    warm.fit(X, 10 * Y[:, 0] + 3)
+    np.testing.assert_array_equal(warm.target_mean_, reg.target_mean_)
+    np.testing.assert_array_equal(warm.target_scale_, reg.target_scale_)
+    assert len(warm.history_) == len(reg.history_) + 1
+
+
 def test_sample_weight_sets_the_standardisation(fitted):
     reg, X, Y = fitted
     w = np.where(np.arange(len(X)) < 8, 3.0, 1.0)
