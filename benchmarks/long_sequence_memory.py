@@ -8,7 +8,7 @@ training step (forward, cross-entropy, backward; rk4, one step per observation,
 float32, H=64, 4 heads) and reports the child's peak resident set size
 (``ru_maxrss``) beside its resident size before the step. The gated nODE, the Neural
 CDE and N-CODE (closed loop) follow, at their estimators' default sizes (H=32), on
-their fast paths (:func:`skfwp.fast_solver.integrate_fixed_grid`).
+their fast paths (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`).
 
 Run from the repository root: ``OMP_NUM_THREADS=1 PYTHONPATH=. python
 benchmarks/long_sequence_memory.py [--length 18000] [--batch 16]``
@@ -27,7 +27,7 @@ def _one_step(batch, length, rule, queue):
     import torch
 
     from benchmarks.solver_speed import MODELS, make_path, training_step
-    from skfwp.nn.fwp import ContinuousFWP
+    from skfwp.nn.delta import ContinuousFWP
 
     torch.set_num_threads(1)
     path = make_path(batch, length, torch.device("cpu"))

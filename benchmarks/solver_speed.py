@@ -7,11 +7,11 @@ Three approaches, all measured in this one process:
 - **reference**: the generic path with ``adjoint=True``; the slow net runs at every
   solver stage and the adjoint ODE is solved backwards (the FWP paper's setting);
 - **generic**: the generic path, back-propagating through torchdiffeq's steps;
-- **fast**: :mod:`skfwp.fast_solver`.
+- **fast**: :mod:`skfwp.nn.fast_solver`.
 
 A third table (``--models``) puts the gated nODE, the Neural CDE and N-CODE (closed
 loop) at their default layer sizes through the same step, generic against fast
-(:func:`skfwp.fast_solver.integrate_fixed_grid`), B=64, T=100, H=32 and 64.
+(:func:`skfwp.nn.fast_solver.integrate_fixed_grid`), B=64, T=100, H=32 and 64.
 
 Time is the median over up to ``--repeats`` steps after a warm-up step (fewer when
 a step is long: as many as fit in a minute; none, then the warm-up step's time, when
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from skfwp._validation import check_X
-from skfwp.nn.fwp import LEARNING_RULES, ContinuousFWP
+from skfwp.nn.delta import LEARNING_RULES, ContinuousFWP
 from skfwp.nn.gated import GatedNODE
 from skfwp.nn.ncde import NeuralCDE
 from skfwp.nn.ncode import NCODE

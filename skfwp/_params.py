@@ -14,8 +14,8 @@ import numbers
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .nn.solver import METHODS
 from .path import INTERPOLATIONS
-from .solver import METHODS
 
 __all__ = [
     "CLASSIFIER_FITTED_DOC",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.utils._param_validation import StrOptions
 
-from .fast_solver import SOLVER_BACKENDS, use_fast_path
+from .nn.fast_solver import SOLVER_BACKENDS, use_fast_path
 
 __all__ = ["SolverBackendMixin"]
 
@@ -17,7 +17,7 @@ class SolverBackendMixin:
     :data:`BACKEND_CONSTRAINT` to ``_model_constraints``, and may write
     ``{solver_backend}`` in its docstring's parameters for :data:`BACKEND_DOC`.
     ``"fast"`` with an adaptive method or ``adjoint=True`` raises a ValueError naming
-    the setting, in ``fit`` (:func:`skfwp.fast_solver.use_fast_path`).
+    the setting, in ``fit`` (:func:`skfwp.nn.fast_solver.use_fast_path`).
     """
 
     #: The ``_model_constraints`` entry of ``solver_backend``.

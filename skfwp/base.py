@@ -841,7 +841,7 @@ class BaseSequenceClassifier(ClassifierMixin, BaseSequenceEstimator):
     >>> import numpy as np, torch
     >>> from torch import nn
     >>> from skfwp.base import BaseSequenceClassifier
-    >>> from skfwp.solver import ModelField, integrate
+    >>> from skfwp.nn.solver import ModelField, integrate
     >>> class Leaky(nn.Module):  # dh/ds = tanh(U X(s)) − h, h(0) = 0, logits W h(T_i)
     ...     def __init__(self, n_channels, n_classes, hidden_size):
     ...         super().__init__()

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier, BaseSequenceEstimator, BaseSequenceRegressor
-from .nn.fwp import LEARNING_RULES, READOUTS, VARIANTS, ContinuousFWP
+from .nn.delta import LEARNING_RULES, READOUTS, VARIANTS, ContinuousFWP
 
 __all__ = ["ContinuousDeltaClassifier", "ContinuousDeltaRegressor"]
 
@@ -47,10 +47,10 @@ learning_rule : {{"delta", "hebb", "oja", "hebb_released", "oja_released"}}, def
         by the RMS of the training data's increments between observations before the
         slow net reads it (``InputPath.increment_rms_``). False reads the raw
         ``dX/ds`` as the reference code does, which a long smooth series makes so
-        small that keys and rates barely see the data (:mod:`skfwp.nn.fwp`; the
+        small that keys and rates barely see the data (:mod:`skfwp.nn.delta`; the
         measurements are in docs/models/continuous_delta.md).
     solver_backend : {{"auto", "fast", "generic"}}, default="auto"
-        ``"fast"``: a fast path (:mod:`skfwp.fast_solver`) that evaluates the slow
+        ``"fast"``: a fast path (:mod:`skfwp.nn.fast_solver`) that evaluates the slow
         net's input terms at every solver stage in one batched call: for a learning
         rule affine in ``W`` (``variant`` "cde" or "ode", ``post_tanh=False``, any rule
         but "oja_released") the rank-one solver with a hand-written, checkpointed
@@ -136,7 +136,7 @@ class ContinuousDeltaClassifier(_DeltaModel, BaseSequenceClassifier):
     derivative (``variant="cde"``) or value (``"ode"``), values ``v = tanh(W_v X)``,
     ``W(0)`` one Hebbian step from the first observation, and a Transformer-style
     readout of the fast weights ``W(T_i)`` at each case's own final time. See
-    :mod:`skfwp.nn.fwp` for the full equations.
+    :mod:`skfwp.nn.delta` for the full equations.
 
     Parameters
     ----------

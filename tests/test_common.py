@@ -134,7 +134,7 @@ def test_every_observation_reaches_the_logits(fitted, method):
 
     The first, a middle and the last observation of equal-length cases, and a short
     case's own last observation in an unequal-length batch. Euler, whose stage sits at
-    its step's start, reads the input one step ahead (skfwp.solver): otherwise the last
+    its step's start, reads the input one step ahead (skfwp.nn.solver): otherwise the last
     observation, which the path holds only on its last piece, would be lost. The
     multistep Adams methods are not covered (docs/solvers.md).
     """

@@ -8,8 +8,8 @@ from sklearn.pipeline import make_pipeline
 
 from skfwp import ChannelStandardScaler, ContinuousDeltaClassifier
 from skfwp.datasets import load_sktime_dataset
-from skfwp.nn.fwp import ContinuousFWP, learning_rule_update
-from skfwp.solver import ModelField, integrate
+from skfwp.nn.delta import ContinuousFWP, learning_rule_update
+from skfwp.nn.solver import ModelField, integrate
 
 B, H, D, T = 2, 2, 3, 4.0
 

@@ -5,21 +5,22 @@ import pytest
 import torch
 from torchdiffeq import odeint
 
-from skfwp import ContinuousDeltaClassifier, fast_solver
+from skfwp import ContinuousDeltaClassifier
 from skfwp._validation import check_X
-from skfwp.fast_solver import (
-    FAST_METHODS,
-    INPUT_AHEAD_METHODS,
-    StagePlan,
-    fixed_grid,
-    integrate_rank_one,
-)
-from skfwp.nn.fwp import (
+from skfwp.nn import fast_solver
+from skfwp.nn.delta import (
     AFFINE_RULES,
     LEARNING_RULES,
     ContinuousFWP,
     learning_rule_update,
     rank_one_form,
+)
+from skfwp.nn.fast_solver import (
+    FAST_METHODS,
+    INPUT_AHEAD_METHODS,
+    StagePlan,
+    fixed_grid,
+    integrate_rank_one,
 )
 from skfwp.path import InputPath
 
@@ -43,7 +44,7 @@ def _relative_error(actual, expected):
 
 
 def _torchdiffeq_oracle(S0, p, q, beta, plan, ends, method, step_size, decay):
-    """torchdiffeq's fixed-grid solve of the same ODE, read out as skfwp.solver does.
+    """torchdiffeq's fixed-grid solve of the same ODE, read out as skfwp.nn.solver does.
 
     The field looks its coefficients up by stage time: the lookup fails unless the
     plan's stage times are exactly the times torchdiffeq asks for (euler: the next

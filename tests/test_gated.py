@@ -393,7 +393,7 @@ def test_fast_path_refuses_adaptive_methods_and_adjoint(tiny_panel):
 @pytest.mark.parametrize("method", ["euler", "rk4"])
 def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
     """A run cut into chunks (no graph in the forward, recomputed in the backward)."""
-    from skfwp import fast_solver
+    from skfwp.nn import fast_solver
 
     ip, path = make_path(12, [11, 6], random_state=4)
     model = _model(ip.n_path_channels_, tau=0.7)

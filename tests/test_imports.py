@@ -68,10 +68,15 @@ def _find_cycle(graph):
     return None
 
 
-def test_the_walker_sees_the_imports_it_should():
+def test_the_walker_sees_the_imports_it_should(tmp_path):
     graph = _import_graph()
     assert "skfwp.base" in graph["skfwp.delta"]  # from .base import ...
-    assert "skfwp.fast_solver" in graph["skfwp.nn.fwp"]  # from ..fast_solver import ...
+    assert "skfwp.nn.fast_solver" in graph["skfwp.nn.delta"]  # from .fast_solver, in nn/
+    assert "skfwp.nn.path" in graph["skfwp.path"]  # from .nn.path import ...
+    file = tmp_path / "probe.py"
+    file.write_text("from ..path import InputPath\nfrom . import solver\n")
+    found = _imported("skfwp.nn.probe", file, _modules())
+    assert found == {"skfwp.path", "skfwp.nn.solver"}
     assert "skfwp.persistence" in graph["skfwp.base"]  # a lazy import inside a method
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
@@ -86,3 +91,17 @@ def test_the_leaves_import_nothing_of_skfwp():
     graph = _import_graph()
     for leaf in ("skfwp._version", "skfwp.registry", "skfwp._validation"):
         assert graph[leaf] == set(), leaf
+
+
+def test_the_torch_layer_imports_only_itself():
+    """``skfwp.nn`` (torch in, torch out) never reaches up into the scikit-learn layer,
+    and none of its modules imports scikit-learn or numpy-level skfwp code."""
+    graph = _import_graph()
+    torch_layer = {name for name in graph if name == "skfwp.nn" or name.startswith("skfwp.nn.")}
+    assert {"skfwp.nn.solver", "skfwp.nn.fast_solver", "skfwp.nn.path"} <= torch_layer
+    for name in torch_layer:
+        assert graph[name] <= torch_layer, (name, graph[name] - torch_layer)
+        tree = ast.parse(_modules()[name].read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not any(m.split(".")[0] == "sklearn" for m in imported), name

@@ -6,7 +6,7 @@ import torchcde
 from conftest import FAST_CASES, fast_refused, fast_vs_generic, fast_vs_generic_on_cuda, make_path
 
 from skfwp.nn.ncde import CDEVectorField, NeuralCDE, _ControlledField
-from skfwp.solver import integrate
+from skfwp.nn.solver import integrate
 
 
 def _model(n_channels, random_state=0, **kwargs):
@@ -46,7 +46,7 @@ def _cdeint_at_ends(model, path, **kwargs):
     ids=["rk4-hermite", "rk4-linear", "midpoint-linear", "dopri5-hermite"],
 )
 def test_solve_agrees_with_torchcde_cdeint(interpolation, solver):
-    """Our f(z) · dX/ds through skfwp.solver.integrate is torchcde.cdeint's solve."""
+    """Our f(z) · dX/ds through skfwp.nn.solver.integrate is torchcde.cdeint's solve."""
     ip, path = make_path(7, [6, 4, 2], random_state=1, interpolation=interpolation)
     model = _model(ip.n_path_channels_).double()
     options = {k: v for k, v in solver.items() if k == "step_size"}
@@ -157,7 +157,7 @@ def test_fast_path_refuses_adaptive_methods_and_adjoint():
 @pytest.mark.parametrize("method", ["euler", "rk4"])
 def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
     """A run cut into chunks (no graph in the forward, recomputed in the backward)."""
-    from skfwp import fast_solver
+    from skfwp.nn import fast_solver
 
     ip, path = make_path(12, [11, 6], random_state=4)
     model = _model(ip.n_path_channels_).double()

@@ -1,6 +1,6 @@
 """Pure torch models: torch in, torch out; nothing here knows scikit-learn."""
 
-from .fwp import LEARNING_RULES, SOLVER_BACKENDS, VARIANTS, ContinuousFWP
+from .delta import LEARNING_RULES, SOLVER_BACKENDS, VARIANTS, ContinuousFWP
 from .gated import GatedNODE, find_fixed_points
 from .ncde import CDEVectorField, NeuralCDE
 from .ncode import CONTROLS, NCODE

@@ -19,7 +19,7 @@ Options from the gnODE authors' code: ``leak=False`` drops the ``−h`` term
 The released discrete update ``h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ F(h_{t−1}, x_t)``
 is this model with ``method="euler"``, ``step_size=1``, ``τ = 1`` on a linear path
 without log-signature windows: the Euler step reads the input at its step's end
-(:mod:`skfwp.solver`), so step ``t`` sees ``x_t``, and ``z_t = G(h_{t−1}, x_t)``.
+(:mod:`skfwp.nn.solver`), so step ``t`` sees ``x_t``, and ``z_t = G(h_{t−1}, x_t)``.
 
 ``τ`` is in units of the observation index ``s`` (``τ = 1``: one observation). The
 gate lies in ``(0, 1)``, so the zeros of ``dh/ds`` (the fixed points for a fixed
@@ -31,12 +31,12 @@ Initial state and readout::
     h(0)   = W_0 x(0) + b_0
     logits = W_c h(T_i) + b_c                 at each case's own final knot T_i
 
-Solvers (``solver_backend``): the fast path (:func:`skfwp.fast_solver.integrate_fixed_grid`;
+Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
 methods euler, midpoint, rk4 without adjoint) splits the first layers of ``F`` and of
 the gate into their state and input parts, ``W [h, x] = W_h h + W_x x``, evaluates
 ``x(s)`` and the input parts ``W_x x(s) + b`` of both for every stage time in one
 batched call, and steps ``h`` with only ``W_h h`` and the rest of the field in the
-loop. The generic path (:func:`skfwp.solver.integrate`) evaluates the whole field at
+loop. The generic path (:func:`skfwp.nn.solver.integrate`) evaluates the whole field at
 each stage. Both give the same logits and gradients up to float rounding.
 
 With a state as small as ``H = 2`` the learned dynamics can be drawn:
@@ -53,9 +53,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..fast_solver import StagePlan, integrate_fixed_grid
-from ..solver import ModelField, integrate, solve
+from .fast_solver import StagePlan, integrate_fixed_grid
 from .layers import mlp
+from .solver import ModelField, integrate, solve
 
 __all__ = ["FLOW_ACTIVATIONS", "INITS", "GatedNODE", "find_fixed_points"]
 
@@ -223,7 +223,7 @@ class GatedNODE(nn.Module):
         return self.classifier(h_end)
 
     def integrate_fast(self, h0, path, method="rk4", step_size=None):
-        """``h(T_i)`` from :func:`skfwp.fast_solver.integrate_fixed_grid`, shape (batch, H).
+        """``h(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
 
         The input parts ``W_x x + b`` of ``F``'s first layer and of the gate, shape
         (n_stages, n, batch, width + H), come from one batched call per run of steps;

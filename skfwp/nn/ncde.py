@@ -9,15 +9,15 @@ field::
 
 with ``f = tanh ∘ MLP`` whose output of size ``H K`` is reshaped to ``(H, K)``. The
 CDE is solved as the ODE ``dz/ds = f(z) · dX/ds(s)`` by the shared solver wrapper
-:func:`skfwp.solver.integrate`: exactly the reduction ``torchcde.cdeint`` makes
+:func:`skfwp.nn.solver.integrate`: exactly the reduction ``torchcde.cdeint`` makes
 internally, so one wrapper serves every skfwp model (and handles the per-case final
 knots ``T_i``, which ``cdeint`` does not).
 
-Solvers (``solver_backend``): the fast path (:func:`skfwp.fast_solver.integrate_fixed_grid`;
+Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
 methods euler, midpoint, rk4 without adjoint) evaluates ``dX/ds`` at every stage time
 in one batched call and steps ``z`` with only ``f(z) · dX/ds`` in the loop; the
 generic path goes through torchdiffeq, the spline evaluated at each stage. Euler reads
-``dX/ds`` at its step's end (:data:`skfwp.fast_solver.INPUT_AHEAD_METHODS`): at step
+``dX/ds`` at its step's end (:data:`skfwp.nn.fast_solver.INPUT_AHEAD_METHODS`): at step
 1 that is the increment ``x_{n+1} − x_n`` for both the linear and the Hermite path,
 the Euler scheme of a CDE, ``z_{n+1} = z_n + f(z_n) (x_{n+1} − x_n)``.
 """
@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..fast_solver import StagePlan, integrate_fixed_grid
-from ..solver import solve
+from .fast_solver import StagePlan, integrate_fixed_grid
 from .layers import mlp
+from .solver import solve
 
 __all__ = ["CDEVectorField", "NeuralCDE"]
 
@@ -139,7 +139,7 @@ class NeuralCDE(nn.Module):
         return self.readout(z_end)
 
     def integrate_fast(self, z0, path, method="rk4", step_size=None):
-        """``z(T_i)`` from :func:`skfwp.fast_solver.integrate_fixed_grid`, shape (batch, H).
+        """``z(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
 
         ``dX/ds`` at every stage time, shape (n_times, batch, K), comes from one
         vectorised spline evaluation; each stage computes ``f(z) · dX/ds``.

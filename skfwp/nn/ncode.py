@@ -62,13 +62,13 @@ Every piece of the solver state (``z``, the entries of ``θ`` and, open loop, th
 controller's constant input ``z(0)``) is one flat vector, so that the adjoint method
 sees all of it.
 
-Solvers (``solver_backend``): the fast path (:func:`skfwp.fast_solver.integrate_fixed_grid`;
+Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
 methods euler, midpoint, rk4 without adjoint) steps ``(z, θ)`` as two tensors (``z``
 alone for ``"static"`` and ``"fixed"``, whose ``θ`` is a constant) and computes every
 term that depends on the input path only for many stage times in one batched call:
 ``U X(s) + b``, the closed-loop controller's first layer on ``X(s)`` (its weights split
 as ``W [z, θz, X] = W_zθ [z, θz] + W_X X``), and, open loop, the whole controller
-output ``A, B`` from ``[z(0), t(s)]``. The generic path (:func:`skfwp.solver.integrate`)
+output ``A, B`` from ``[z(0), t(s)]``. The generic path (:func:`skfwp.nn.solver.integrate`)
 evaluates the full field on the flat state at each stage. Both give the same logits
 and gradients up to float rounding.
 """
@@ -81,9 +81,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..fast_solver import StagePlan, integrate_fixed_grid, use_fast_path
-from ..solver import ModelField, integrate
+from .fast_solver import StagePlan, integrate_fixed_grid, use_fast_path
 from .layers import mlp
+from .solver import ModelField, integrate
 
 __all__ = ["CONTROLS", "NCODE"]
 
@@ -270,7 +270,7 @@ class NCODE(nn.Module):
         return self.classifier(z_end)
 
     def integrate_fast(self, path, method="rk4", step_size=None):
-        """``z(T_i)`` from :func:`skfwp.fast_solver.integrate_fixed_grid`, shape (batch, H).
+        """``z(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
 
         Input terms per stage (module docstring), from one batched call per run of
         steps: ``U X + b`` (H,) with input drive; closed loop, the controller's first

@@ -55,13 +55,13 @@ Solvers (``solver_backend``): two fast paths, both for fixed-step methods. For t
 ``"cde"`` and ``"ode"`` variants without ``post_tanh`` and with a rule of
 :data:`AFFINE_RULES`, ``k``, ``v`` and ``beta`` depend on the input path only, so
 ``dW/ds`` is affine in ``W`` and every rule is one rank-one form
-(:func:`rank_one_form`) that :func:`skfwp.fast_solver.integrate_rank_one` integrates
+(:func:`rank_one_form`) that :func:`skfwp.nn.fast_solver.integrate_rank_one` integrates
 (hand-written backward). Every other setting (``"oja_released"``, ``post_tanh``, the
-recurrent variant) goes through :func:`skfwp.fast_solver.integrate_fixed_grid`: what
+recurrent variant) goes through :func:`skfwp.nn.fast_solver.integrate_fixed_grid`: what
 depends on the input path alone (``k, v, beta``; for the recurrent variant ``W_in u``,
 the query and ``v``) is computed for every stage time in one batched call, and each
 stage computes only what reads ``W``. With ``solver_backend="generic"``, or an
-adaptive method or the adjoint, the field goes through :func:`skfwp.solver.integrate`
+adaptive method or the adjoint, the field goes through :func:`skfwp.nn.solver.integrate`
 (torchdiffeq) one stage at a time.
 """
 
@@ -71,9 +71,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..fast_solver import SOLVER_BACKENDS, StagePlan, integrate_fixed_grid, integrate_rank_one
-from ..solver import ModelField, solve
+from .fast_solver import SOLVER_BACKENDS, StagePlan, integrate_fixed_grid, integrate_rank_one
 from .layers import FeedForward
+from .solver import ModelField, solve
 
 __all__ = [
     "AFFINE_RULES",
@@ -180,8 +180,8 @@ class ContinuousFWP(nn.Module):
     -----
     ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
     ``(batch, n_classes)``; the solver state is ``W`` of shape ``(batch, n_heads, d, d)``.
-    ``solver_backend``: ``"fast"`` (:mod:`skfwp.fast_solver`; a ValueError says why
-    when the settings do not allow it), ``"generic"`` (:func:`skfwp.solver.integrate`)
+    ``solver_backend``: ``"fast"`` (:mod:`skfwp.nn.fast_solver`; a ValueError says why
+    when the settings do not allow it), ``"generic"`` (:func:`skfwp.nn.solver.integrate`)
     or ``"auto"`` (fast where it applies).
 
     Examples
@@ -366,7 +366,7 @@ class ContinuousFWP(nn.Module):
         return S.transpose(-1, -2) if transposed else S
 
     def _integrate_fixed_grid(self, W0, u, x, plan):
-        """``W(T_i)`` by :func:`skfwp.fast_solver.integrate_fixed_grid` for a rule that is
+        """``W(T_i)`` by :func:`skfwp.nn.fast_solver.integrate_fixed_grid` for a rule that is
         not affine in ``W``; ``u, x`` (batch, n_times, K) at ``plan.times``."""
         recurrent = self.variant == "recurrent"
 

@@ -8,7 +8,7 @@ case ``f = g(z) · dX/ds`` (what ``torchcde.cdeint`` does internally).
 Fixed-step methods use ``step_size`` in knot units (``None``: 1, one step per
 observation); adaptive methods use ``rtol`` / ``atol``. Euler (every stage at its
 step's start) reads the input path at the step's end instead: the step from ``s_n``
-sees ``X(s_{n+1})`` (:data:`skfwp.fast_solver.INPUT_AHEAD_METHODS`; design choice:
+sees ``X(s_{n+1})`` (:data:`skfwp.nn.fast_solver.INPUT_AHEAD_METHODS`; design choice:
 otherwise each case's last observation, which the path holds only on its last piece,
 never reaches the state at step 1). The solution is only
 requested at the distinct final knots of the batch, so memory does not grow with the
@@ -46,7 +46,7 @@ def check_method(method):
 
     Examples
     --------
-    >>> from skfwp.solver import check_method
+    >>> from skfwp.nn.solver import check_method
     >>> check_method("rk4")
     >>> check_method("rk9")
     Traceback (most recent call last):
@@ -71,7 +71,7 @@ class ModelField(nn.Module):
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from skfwp.solver import ModelField
+    >>> from skfwp.nn.solver import ModelField
     >>> class Decay(nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
@@ -176,7 +176,7 @@ def integrate(
 
     >>> import numpy as np, torch
     >>> from skfwp.path import InputPath
-    >>> from skfwp.solver import integrate
+    >>> from skfwp.nn.solver import integrate
     >>> X = np.zeros((2, 1, 5)); X[1, :, 3:] = np.nan
     >>> lengths = np.array([5, 3])
     >>> path = InputPath().fit(X, lengths).transform(
@@ -231,7 +231,7 @@ def solve(field, z0, path, fast, solver_backend="auto", **solver_options):
     fast : callable
         ``fast(z0, path, method, step_size) -> z(T_i)``, the model's fast path.
     solver_backend : {"auto", "fast", "generic"}
-        As :func:`skfwp.fast_solver.use_fast_path` decides (a ValueError names the
+        As :func:`skfwp.nn.fast_solver.use_fast_path` decides (a ValueError names the
         setting that prevents ``"fast"``).
     **solver_options
         ``method``, ``step_size``, ``rtol``, ``atol``, ``adjoint``.

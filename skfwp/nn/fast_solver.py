@@ -7,9 +7,9 @@ Solves, for each batch element and head, the matrix ODE ::
 
 ``S`` of shape ``(d, d)``, whose coefficients ``p, q`` (d,) and ``beta`` () are known
 functions of ``s`` that do not depend on ``S``: the field is affine in ``S``. The
-continuous FWP rules (:mod:`skfwp.nn.fwp`) take this form.
+continuous FWP rules (:mod:`skfwp.nn.delta`) take this form.
 
-It reproduces the generic path (:func:`skfwp.solver.integrate` with torchdiffeq's
+It reproduces the generic path (:func:`skfwp.nn.solver.integrate` with torchdiffeq's
 fixed-grid solvers) up to float rounding:
 
 - **Grid.** torchdiffeq's: ``0, h, 2h, ...`` up to the batch's last final knot, with
@@ -18,7 +18,7 @@ fixed-grid solvers) up to float rounding:
 - **Stages.** The same Butcher tableaux and stage times (:data:`TABLEAUS`); note that
   torchdiffeq's ``"rk4"`` is the 3/8 rule, stages at ``s_n + {0, 1/3, 2/3, 1} h``.
   Euler reads the input path at its step's end ``s_{n+1}`` (:data:`INPUT_AHEAD_METHODS`,
-  as :func:`skfwp.solver.integrate` does), so that the last observation is read.
+  as :func:`skfwp.nn.solver.integrate` does), so that the last observation is read.
   The caller evaluates the coefficients at every distinct stage time at once
   (:class:`StagePlan`): one batched slow-net call instead of one per stage.
 - **One step is affine.** Stage ``i`` moves along ``e_i = beta_i (p_i − Y_i q_i)`` from
@@ -126,7 +126,7 @@ def fixed_grid(t_end, step_size, dtype, device=None):
     Examples
     --------
     >>> import torch
-    >>> from skfwp.fast_solver import fixed_grid
+    >>> from skfwp.nn.fast_solver import fixed_grid
     >>> fixed_grid(1.0, 0.4, torch.float64)
     tensor([0.0000, 0.4000, 0.8000, 1.0000], dtype=torch.float64)
     """
@@ -173,7 +173,7 @@ class StagePlan:
     1 is read at state 1:
 
     >>> import torch
-    >>> from skfwp.fast_solver import StagePlan
+    >>> from skfwp.nn.fast_solver import StagePlan
     >>> plan = StagePlan(torch.tensor([2, 1]), "rk4", None, torch.float64)
     >>> plan.n_steps, [round(t, 3) for t in plan.times.tolist()]
     (2, [0.0, 1.0, 2.0, 0.333, 1.333, 0.667, 1.667])
@@ -449,7 +449,7 @@ def use_fast_path(solver_backend, method, adjoint):
 
     Examples
     --------
-    >>> from skfwp.fast_solver import use_fast_path
+    >>> from skfwp.nn.fast_solver import use_fast_path
     >>> use_fast_path("auto", "rk4", False), use_fast_path("auto", "dopri5", False)
     (True, False)
     >>> use_fast_path("fast", "rk4", True)
