@@ -843,19 +843,19 @@ class BaseSequenceClassifier(ClassifierMixin, BaseSequenceEstimator):
     >>> from skfwp.base import BaseSequenceClassifier
     >>> from skfwp.nn.solver import ModelField, integrate
     >>> class Leaky(nn.Module):  # dh/ds = tanh(U X(s)) − h, h(0) = 0, logits W h(T_i)
-    ...     def __init__(self, n_channels, n_classes, hidden_size):
+    ...     def __init__(self, n_channels, n_outputs, hidden_size):
     ...         super().__init__()
     ...         self.drive = nn.Linear(n_channels, hidden_size)
-    ...         self.readout = nn.Linear(hidden_size, n_classes)
+    ...         self.output = nn.Linear(hidden_size, n_outputs)
     ...     def forward_field(self, s, h, path):
     ...         return torch.tanh(self.drive(path.evaluate(s))) - h
     ...     def forward(self, path, **solver_options):
-    ...         h0 = path.coeffs.new_zeros(path.batch_size, self.readout.in_features)
-    ...         return self.readout(integrate(ModelField(self), h0, path, **solver_options))
+    ...         h0 = path.coeffs.new_zeros(path.batch_size, self.output.in_features)
+    ...         return self.output(integrate(ModelField(self), h0, path, **solver_options))
     >>> class LeakyClassifier(BaseSequenceClassifier):
     ...     _model_params = {"hidden_size": 4}
-    ...     def _build_module(self, n_path_channels, n_classes):
-    ...         return Leaky(n_path_channels, n_classes, self.hidden_size)
+    ...     def _build_module(self, n_path_channels, n_outputs):
+    ...         return Leaky(n_path_channels, n_outputs, self.hidden_size)
     >>> X = np.random.default_rng(0).normal(size=(12, 2, 8))
     >>> y = np.where(X[:, 0].mean(axis=1) > 0, "up", "down")
     >>> clf = LeakyClassifier(max_iter=3, random_state=0).fit(X, y)

@@ -34,8 +34,12 @@ from .registry import estimator_class
 
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
-FORMAT_VERSION = 1
+#: 2: every module's final linear layer is ``output`` (format 1: ``classifier``, and
+#: ``readout`` in the Neural CDE); ``load`` renames the tensors of format-1 files.
+FORMAT_VERSION = 2
 _FORMAT = "skfwp-model"
+#: Module names of the final linear layer in format-1 files.
+_V1_OUTPUT_NAMES = ("classifier", "readout")
 #: Largest ``classes_`` array a file may declare (its string width times its length).
 _MAX_CLASSES_BYTES = 1 << 24
 _CLASS_KINDS = "biufU"  # bool, int, unsigned, float, str; "O" only for str values
@@ -417,6 +421,17 @@ def _check_fitted(path, cls, input_path, fitted, path_fitted):
         _refuse(path, "declares fitted attributes of the wrong types.")
 
 
+def _renamed_v1(state):
+    """A format-1 ``state_dict`` with its final layer's tensors under ``output``."""
+    renamed = {}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        if len(parts) >= 2 and parts[-2] in _V1_OUTPUT_NAMES:
+            parts[-2] = "output"
+        renamed[".".join(parts)] = tensor
+    return renamed
+
+
 def _check_module_shapes(path, estimator, n_path_channels, n_outputs, state, file_bytes):
     """Build the module on ``meta`` and compare it with the file's tensors."""
     with _ShapesOnMeta():
@@ -459,6 +474,8 @@ def _rebuild(blob, path, device, expected):
     file_bytes = _check_tensors(path, state)  # before the digest reads them
     if blob["sha256"] != _digest(meta, state):
         _refuse(path, "failed its integrity check: it was modified or corrupted.")
+    if version == 1:
+        state = _renamed_v1(state)
     cls = estimator_class(blob["estimator"])
     if cls is None:
         _refuse(path, f"holds an unknown estimator {blob['estimator']!r}.")

@@ -190,7 +190,7 @@ def plot_trajectories(clf, X, y=None, ax=None, *, decision=True, grid=200):
         H1, H2 = np.meshgrid(g1, g2)
         states = torch.as_tensor(np.stack([H1.ravel(), H2.ravel()], axis=1))
         with torch.no_grad():
-            region = model.classifier(states).argmax(1).numpy().reshape(H1.shape)
+            region = model.output(states).argmax(1).numpy().reshape(H1.shape)
         # colour each region as its class's trajectories are coloured
         order = list(dict.fromkeys(labels.tolist()))
         codes = np.array([order.index(c) if c in order else -1 for c in est.classes_.tolist()])

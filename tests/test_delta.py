@@ -177,7 +177,7 @@ def test_matrix_readout_reads_every_entry_of_the_final_fast_weights(variant):
     assert model.out_proj.in_features == 2 * 4 * 4  # h d², d = 4
     W_end = integrate(ModelField(model), model.initial_state(path), path, method="rk4")
     z = W_end.reshape(2, -1) @ model.out_proj.weight.T
-    expected = model.classifier(z + model.ff(z))
+    expected = model.output(z + model.ff(z))
     torch.testing.assert_close(model(path, method="rk4"), expected)
     grad = torch.autograd.functional.jacobian(lambda W: model.readout(W, path).sum(), W_end)
     assert bool((grad != 0).all())

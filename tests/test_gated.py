@@ -214,7 +214,7 @@ def test_trajectory_ends_where_forward_reads_out():
     model = _model(ip.n_path_channels_)
     traj = model.trajectory(path, method="rk4")
     h_end = traj[torch.arange(3), path.ends]
-    torch.testing.assert_close(model.classifier(h_end), model(path, method="rk4"))
+    torch.testing.assert_close(model.output(h_end), model(path, method="rk4"))
 
 
 def test_plain_node_has_no_gate_and_ignores_gate_parameters():
@@ -295,7 +295,7 @@ def test_tiny_states_learn(hidden_size, gated, tiny_panel):
         learning_rate_init=1e-2,
         random_state=0,
     ).fit(X, y)
-    assert clf.module_.classifier.in_features == hidden_size
+    assert clf.module_.output.in_features == hidden_size
     assert (clf.module_.gate is not None) == gated
     assert clf.score(X, y) >= 0.9
 

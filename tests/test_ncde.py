@@ -111,7 +111,7 @@ def test_euler_at_step_1_is_the_cde_euler_scheme_in_increments(interpolation, ba
     for n in range(6):
         dx = path.evaluate(float(n + 1)) - path.evaluate(float(n))
         z = z + (model.vector_field(z) @ dx.unsqueeze(-1)).squeeze(-1)
-    torch.testing.assert_close(logits, model.readout(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(logits, model.output(z), rtol=1e-12, atol=1e-12)
 
 
 def test_initial_state_is_linear_in_first_observation():

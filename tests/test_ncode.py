@@ -145,7 +145,7 @@ def test_fixed_is_the_plain_neural_ode():
     z0 = model.initial(path.evaluate(0.0))
     times = torch.tensor([0.0, 6.0], dtype=torch.float64)
     z_end = odeint(node, z0, times, method="dopri5", rtol=1e-10, atol=1e-10)[-1]
-    torch.testing.assert_close(model(path, **TIGHT), model.classifier(z_end), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(model(path, **TIGHT), model.output(z_end), rtol=1e-7, atol=1e-7)
 
 
 @pytest.mark.parametrize("control", CONTROLS)

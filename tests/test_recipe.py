@@ -110,7 +110,7 @@ def test_seed_ensemble_predicts_the_members_mean_probability():
     expected = torch.stack(members).mean(0).numpy()
     np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
     # the members start apart: different seeds, different weights
-    w = [m.classifier.weight for m in clf.module_.members]
+    w = [m.output.weight for m in clf.module_.members]
     assert not torch.equal(w[0], w[1])
 
 

@@ -121,6 +121,23 @@ def test_file_from_before_the_matrix_readout_loads_as_a_query_readout(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
+def test_format_1_file_with_the_old_layer_names_loads(fitted, tmp_path):
+    """Format 1 named the final linear layer ``classifier`` (``readout`` in the Neural
+    CDE); such a file (digest valid) loads into ``output`` and predicts the same."""
+    clf, X, _ = fitted
+    clf.save(tmp_path / "model.pt")
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    old = "readout" if isinstance(clf, skfwp.NeuralCDEClassifier) else "classifier"
+    state = {k.replace("output.", f"{old}."): v for k, v in blob["state_dict"].items()}
+    assert state.keys() != blob["state_dict"].keys()
+    blob["state_dict"], blob["format_version"] = state, 1
+    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "sha256")}
+    blob["sha256"] = _digest(meta, state)
+    torch.save(blob, tmp_path / "v1.pt")
+    loaded = skfwp.load(tmp_path / "v1.pt")
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
 def test_cuda_pickle_predicts_on_cpu_only_machine(fitted, monkeypatch):
     """A model whose device_ is CUDA unpickles on a machine without CUDA, with a warning."""
     clf, X, _ = fitted

@@ -42,7 +42,7 @@ Readout at each case's own final knot ``T_i`` (``readout``)::
 
     "query" :  q = softmax(W_q a0(T_i));  y = concat_heads(W(T_i) q)     (H,)
     "matrix":  y = vec(W(T_i))                                          (h d²,)
-    z = W_o y;  z = z + FF(LayerNorm(z));  logits = W_c z
+    z = W_o y;  z = z + FF(LayerNorm(z));  outputs = W_c z
 
 ``"query"`` is MODELS.md's read-out: the fast net answers one query, computed from
 the last window's derivative. ``"matrix"`` (design choice, the classifier's default)
@@ -152,13 +152,14 @@ def rank_one_form(rule, k, v):
 
 
 class ContinuousFWP(nn.Module):
-    """Continuous FWP classifier: slow net, learning-rule field, Transformer readout.
+    """Continuous FWP: slow net, learning-rule field, Transformer readout.
 
     Parameters
     ----------
     n_channels : int
         Channels ``K`` of the input path (time channel included).
-    n_classes : int
+    n_outputs : int
+        Width of the final linear layer ``output``: classes, or regression targets.
     hidden_size : int
         ``H``, divisible by ``n_heads``.
     n_heads : int
@@ -178,11 +179,12 @@ class ContinuousFWP(nn.Module):
 
     Notes
     -----
-    ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
-    ``(batch, n_classes)``; the solver state is ``W`` of shape ``(batch, n_heads, d, d)``.
-    ``solver_backend``: ``"fast"`` (:mod:`skfwp.nn.fast_solver`; a ValueError says why
-    when the settings do not allow it), ``"generic"`` (:func:`skfwp.nn.solver.integrate`)
-    or ``"auto"`` (fast where it applies).
+    ``forward(path, solver_backend="auto", **solver_options)`` returns outputs of shape
+    ``(batch, n_outputs)`` (a classifier's logits, a regressor's standardised targets);
+    the solver state is ``W`` of shape ``(batch, n_heads, d, d)``. ``solver_backend``:
+    ``"fast"`` (:mod:`skfwp.nn.fast_solver`; a ValueError says why when the settings do
+    not allow it), ``"generic"`` (:func:`skfwp.nn.solver.integrate`) or ``"auto"`` (fast
+    where it applies).
 
     Examples
     --------
@@ -191,7 +193,7 @@ class ContinuousFWP(nn.Module):
     >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 6, 4])
     >>> ip = InputPath().fit(X, lengths)
     >>> path = ip.transform(X, lengths, dtype=torch.float64).batch([0, 1, 2])
-    >>> model = ContinuousFWP(ip.n_path_channels_, n_classes=2, hidden_size=8,
+    >>> model = ContinuousFWP(ip.n_path_channels_, n_outputs=2, hidden_size=8,
     ...                       n_heads=2).double()
     >>> fast = model(path, solver_backend="fast", method="rk4")
     >>> generic = model(path, solver_backend="generic", method="rk4")
@@ -202,7 +204,7 @@ class ContinuousFWP(nn.Module):
     def __init__(
         self,
         n_channels,
-        n_classes,
+        n_outputs,
         hidden_size=64,
         n_heads=4,
         ff_dim=None,
@@ -248,7 +250,7 @@ class ContinuousFWP(nn.Module):
         read = hidden_size * (self.head_dim if readout == "matrix" else 1)
         self.out_proj = nn.Linear(read, hidden_size, bias=False)  # W_o
         self.ff = FeedForward(hidden_size, 4 * hidden_size if ff_dim is None else ff_dim)
-        self.classifier = nn.Linear(hidden_size, n_classes)  # W_c
+        self.output = nn.Linear(hidden_size, n_outputs)  # W_c
 
     # -- slow net ---------------------------------------------------------------------
     def _heads(self, x):
@@ -325,7 +327,7 @@ class ContinuousFWP(nn.Module):
             y = _matvec(W, self.query_weights(u)).flatten(-2)  # (batch, H)
         z = self.out_proj(y)
         z = z + self.ff(z)
-        return self.classifier(z)
+        return self.output(z)
 
     @property
     def affine(self):

@@ -17,7 +17,7 @@ class SeedEnsemble(nn.Module):
     """``M`` models with the same architecture and their own initialisations.
 
     ``forward(path, **solver_options)`` returns every member's logits, stacked:
-    ``(M, batch, n_classes)``. Trained on the mean of the members' losses, each member
+    ``(M, batch, n_outputs)``. Trained on the mean of the members' losses, each member
     gets exactly the gradient it would get alone (and Adam's update is per parameter),
     so training side by side is training ``M`` models on the same batches. The
     estimator averages their probabilities at prediction.
@@ -25,7 +25,7 @@ class SeedEnsemble(nn.Module):
     Parameters
     ----------
     members : list of nn.Module
-        Each maps ``(path, **solver_options)`` to logits ``(batch, n_classes)``.
+        Each maps ``(path, **solver_options)`` to logits ``(batch, n_outputs)``.
 
     Examples
     --------

@@ -29,7 +29,7 @@ and along which directions, the state moves towards them.
 Initial state and readout::
 
     h(0)   = W_0 x(0) + b_0
-    logits = W_c h(T_i) + b_c                 at each case's own final knot T_i
+    outputs = W_c h(T_i) + b_c                at each case's own final knot T_i
 
 Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
 methods euler, midpoint, rk4 without adjoint) splits the first layers of ``F`` and of
@@ -64,13 +64,14 @@ INITS = ("default", "critical")
 
 
 class GatedNODE(nn.Module):
-    """Gated (or plain) neural ODE classifier: ``dh/ds = G ⊙ (−h + F(h, x)) / τ``.
+    """Gated (or plain) neural ODE: ``dh/ds = G ⊙ (−h + F(h, x)) / τ``.
 
     Parameters
     ----------
     n_channels : int
         Channels ``K`` of the input path (time channel included).
-    n_classes : int
+    n_outputs : int
+        Width of the final linear layer ``output``: classes, or regression targets.
     hidden_size : int
         ``H``, the dimension of the state (1 and 2 work).
     flow_layers : tuple of int
@@ -91,10 +92,11 @@ class GatedNODE(nn.Module):
 
     Notes
     -----
-    ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
-    ``(batch, n_classes)``; the solver's state is ``h`` of shape ``(batch, H)``.
-    ``solver_backend``: ``"fast"`` (module docstring; a ValueError names the setting
-    that prevents it), ``"generic"`` or ``"auto"`` (fast where it applies).
+    ``forward(path, solver_backend="auto", **solver_options)`` returns outputs of shape
+    ``(batch, n_outputs)`` (a classifier's logits, a regressor's standardised targets);
+    the solver's state is ``h`` of shape ``(batch, H)``. ``solver_backend``: ``"fast"``
+    (module docstring; a ValueError names the setting that prevents it), ``"generic"``
+    or ``"auto"`` (fast where it applies).
 
     Examples
     --------
@@ -103,7 +105,7 @@ class GatedNODE(nn.Module):
     >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 6, 4])
     >>> ip = InputPath().fit(X, lengths)
     >>> path = ip.transform(X, lengths).batch([0, 1, 2])
-    >>> model = GatedNODE(ip.n_path_channels_, n_classes=2, hidden_size=2, flow_layers=(8,))
+    >>> model = GatedNODE(ip.n_path_channels_, n_outputs=2, hidden_size=2, flow_layers=(8,))
     >>> model(path, method="rk4").shape, model.trajectory(path, method="rk4").shape
     (torch.Size([3, 2]), torch.Size([3, 6, 2]))
     """
@@ -111,7 +113,7 @@ class GatedNODE(nn.Module):
     def __init__(
         self,
         n_channels,
-        n_classes,
+        n_outputs,
         hidden_size=32,
         flow_layers=(64,),
         tau=1.0,
@@ -136,7 +138,7 @@ class GatedNODE(nn.Module):
         self.flow = mlp(hidden_size + n_channels, tuple(flow_layers), hidden_size, final=final)
         self.gate = nn.Linear(hidden_size + n_channels, hidden_size) if gated else None
         self.gain = nn.Parameter(torch.ones(())) if gain else None  # g
-        self.classifier = nn.Linear(hidden_size, n_classes)  # W_c, b_c
+        self.output = nn.Linear(hidden_size, n_outputs)  # W_c, b_c
         if init == "critical":
             self.critical_scale()
 
@@ -220,7 +222,7 @@ class GatedNODE(nn.Module):
         h_end = solve(
             ModelField(self), h0, path, self.integrate_fast, solver_backend, **solver_options
         )
-        return self.classifier(h_end)
+        return self.output(h_end)
 
     def integrate_fast(self, h0, path, method="rk4", step_size=None):
         """``h(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).

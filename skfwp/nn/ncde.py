@@ -5,7 +5,7 @@ field::
 
     z(0)   = ζ(X(0))                          ζ linear,            (H,)
     dz(s)  = f(z(s)) dX(s)                    f(z) in R^{H x K}
-    logits = ℓ(z(T_i))                        ℓ linear, at each case's own final knot
+    outputs = ℓ(z(T_i))                       ℓ linear, at each case's own final knot
 
 with ``f = tanh ∘ MLP`` whose output of size ``H K`` is reshaped to ``(H, K)``. The
 CDE is solved as the ODE ``dz/ds = f(z) · dX/ds(s)`` by the shared solver wrapper
@@ -79,13 +79,14 @@ class _ControlledField(nn.Module):
 
 
 class NeuralCDE(nn.Module):
-    """Neural CDE classifier: linear initial map, ``dz = f(z) dX``, linear readout.
+    """Neural CDE: linear initial map, ``dz = f(z) dX``, linear readout.
 
     Parameters
     ----------
     n_channels : int
         Channels ``K`` of the input path (time channel included).
-    n_classes : int
+    n_outputs : int
+        Width of the final linear layer ``output``: classes, or regression targets.
     hidden_size : int
         ``H``, the size of the CDE state.
     vector_field_width : int
@@ -95,11 +96,11 @@ class NeuralCDE(nn.Module):
 
     Notes
     -----
-    ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
-    ``(batch, n_classes)``; the state passed to the solver is ``z`` of shape
-    ``(batch, H)``. ``solver_backend``: ``"fast"`` (module docstring; a ValueError
-    names the setting that prevents it), ``"generic"`` or ``"auto"`` (fast where it
-    applies).
+    ``forward(path, solver_backend="auto", **solver_options)`` returns outputs of shape
+    ``(batch, n_outputs)`` (a classifier's logits, a regressor's standardised targets);
+    the state passed to the solver is ``z`` of shape ``(batch, H)``. ``solver_backend``:
+    ``"fast"`` (module docstring; a ValueError names the setting that prevents it),
+    ``"generic"`` or ``"auto"`` (fast where it applies).
 
     Examples
     --------
@@ -108,7 +109,7 @@ class NeuralCDE(nn.Module):
     >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 6, 4])
     >>> ip = InputPath().fit(X, lengths)
     >>> path = ip.transform(X, lengths).batch([0, 1, 2])
-    >>> model = NeuralCDE(ip.n_path_channels_, n_classes=2, hidden_size=4)
+    >>> model = NeuralCDE(ip.n_path_channels_, n_outputs=2, hidden_size=4)
     >>> model(path, method="rk4").shape
     torch.Size([3, 2])
     """
@@ -116,7 +117,7 @@ class NeuralCDE(nn.Module):
     def __init__(
         self,
         n_channels,
-        n_classes,
+        n_outputs,
         hidden_size=32,
         vector_field_width=128,
         vector_field_layers=1,
@@ -126,7 +127,7 @@ class NeuralCDE(nn.Module):
         self.vector_field = CDEVectorField(
             hidden_size, n_channels, vector_field_width, vector_field_layers
         )  # f
-        self.readout = nn.Linear(hidden_size, n_classes)  # ℓ
+        self.output = nn.Linear(hidden_size, n_outputs)  # ℓ
 
     def initial_state(self, path):
         """``z(0) = ζ(X(0))``, shape (batch, H)."""
@@ -136,7 +137,7 @@ class NeuralCDE(nn.Module):
         z0 = self.initial_state(path)
         field = _ControlledField(self.vector_field)
         z_end = solve(field, z0, path, self.integrate_fast, solver_backend, **solver_options)
-        return self.readout(z_end)
+        return self.output(z_end)
 
     def integrate_fast(self, z0, path, method="rk4", step_size=None):
         """``z(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).

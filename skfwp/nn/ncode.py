@@ -97,13 +97,14 @@ MAX_DECAY = 1.0
 
 
 class NCODE(nn.Module):
-    """Neurally-controlled ODE classifier: ``dz = tanh(θ z + U X + b) − z``, ``θ`` controlled.
+    """Neurally-controlled ODE: ``dz = tanh(θ z + U X + b) − z``, ``θ`` controlled.
 
     Parameters
     ----------
     n_channels : int
         Channels ``K`` of the input path (time channel included).
-    n_classes : int
+    n_outputs : int
+        Width of the final linear layer ``output``: classes, or regression targets.
     hidden_size : int
         ``H``, the dimension of ``z`` (``θ`` is ``H x H``).
     control : {"closed", "open", "static", "fixed"}
@@ -116,11 +117,12 @@ class NCODE(nn.Module):
 
     Notes
     -----
-    ``forward(path, solver_backend="auto", **solver_options)`` returns logits of shape
-    ``(batch, n_classes)``; the generic solver's state is ``[z, vec θ, z(0)]`` of shape
-    ``(batch, H + H² + H)`` (the parts a mode needs: ``"fixed"`` integrates ``z``
-    alone). ``solver_backend``: ``"fast"`` (module docstring; a ValueError names the
-    setting that prevents it), ``"generic"`` or ``"auto"`` (fast where it applies).
+    ``forward(path, solver_backend="auto", **solver_options)`` returns outputs of shape
+    ``(batch, n_outputs)`` (a classifier's logits, a regressor's standardised targets);
+    the generic solver's state is ``[z, vec θ, z(0)]`` of shape ``(batch, H + H² + H)``
+    (the parts a mode needs: ``"fixed"`` integrates ``z`` alone). ``solver_backend``:
+    ``"fast"`` (module docstring; a ValueError names the setting that prevents it),
+    ``"generic"`` or ``"auto"`` (fast where it applies).
 
     Examples
     --------
@@ -129,7 +131,7 @@ class NCODE(nn.Module):
     >>> X, lengths = np.random.default_rng(0).normal(size=(3, 2, 6)), np.array([6, 6, 4])
     >>> ip = InputPath().fit(X, lengths)
     >>> path = ip.transform(X, lengths).batch([0, 1, 2])
-    >>> model = NCODE(ip.n_path_channels_, n_classes=2, hidden_size=4, control_rank=2)
+    >>> model = NCODE(ip.n_path_channels_, n_outputs=2, hidden_size=4, control_rank=2)
     >>> model(path, method="rk4").shape
     torch.Size([3, 2])
     >>> model.trajectory(path, method="rk4", parts=("z", "theta"))["theta"].shape
@@ -139,7 +141,7 @@ class NCODE(nn.Module):
     def __init__(
         self,
         n_channels,
-        n_classes,
+        n_outputs,
         hidden_size=32,
         control="closed",
         control_rank=4,
@@ -172,7 +174,7 @@ class NCODE(nn.Module):
             self.decay_logit = nn.Parameter(torch.full((H, H), rho))
         else:
             self.controller, self.decay_logit = None, None
-        self.classifier = nn.Linear(H, n_classes)  # W_c, b_c
+        self.output = nn.Linear(H, n_outputs)  # W_c, b_c
 
     # -- pieces of the dynamics -----------------------------------------------------------
     @property
@@ -267,7 +269,7 @@ class NCODE(nn.Module):
         else:
             state = integrate(ModelField(self), self.initial_state(path), path, **solver_options)
             z_end = self.unpack(state)["z"]
-        return self.classifier(z_end)
+        return self.output(z_end)
 
     def integrate_fast(self, path, method="rk4", step_size=None):
         """``z(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
