@@ -45,6 +45,7 @@ from ._params import (
     keyword_init,
     parameters_doc,
 )
+from ._training import EpochRollback, ImprovementMonitor, NonFiniteStep
 from ._validation import (
     check_float32_range,
     check_regression_y,
@@ -86,10 +87,6 @@ PREDICT_KNOTS = 2**16
 
 
 _MAX_RETRIES = 4
-
-
-class _NonFiniteStep(ArithmeticError):
-    """A training step produced a non-finite loss or gradient."""
 
 
 def prediction_batches(ends, budget=None):
@@ -550,19 +547,19 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         except AssertionError as exc:  # torchdiffeq's adaptive solvers: "underflow in dt"
             if "underflow" not in str(exc):
                 raise
-            raise _NonFiniteStep(f"the adaptive solver's step size underflowed ({exc})") from None
+            raise NonFiniteStep(f"the adaptive solver's step size underflowed ({exc})") from None
         return logits if logits.dim() == 3 else logits.unsqueeze(0)
 
     def _train(self, data, targets, weights, rng, epoch_data=None):
         """The one training loop: AdamW, the task's weighted loss, plateau LR, early stopping.
 
-        Safeguards: a step with a non-finite loss or gradient rolls the epoch back to the
-        weights it started from, divides the learning rate by 10 and runs the epoch
-        again (at most ``_MAX_RETRIES`` times per fit, then a ``FloatingPointError``
-        naming the epoch); Ctrl-C keeps the best weights so far and warns; callbacks and
-        ``max_time`` end training cleanly after an epoch. The rollback goes back one epoch
-        more when the epoch began on weights that overflow, and training ends on weights
-        whose outputs are finite (:meth:`_ensure_finite`).
+        The bookkeeping lives in :mod:`skfwp._training`: an :class:`ImprovementMonitor`
+        (best epoch, patience, the best weights under ``early_stopping``) and an
+        :class:`EpochRollback` (a step with a non-finite loss or gradient rolls the
+        epoch back, divides the learning rate by 10 and runs the epoch again, at most
+        ``_MAX_RETRIES`` times per fit). Ctrl-C keeps the best weights so far and
+        warns; callbacks and ``max_time`` end training cleanly after an epoch; training
+        ends on weights whose outputs are finite (:meth:`_ensure_finite`).
         """
         module = self.module_
         train_idx, val_idx = self._split(targets, rng)
@@ -576,70 +573,39 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         )
         if not (self.warm_start and hasattr(self, "history_")):
             self.history_ = []
-        monitor_val = val_idx is not None
-        best_key, best_state, stall, retries = None, None, 0, 0
-        good = older = None  # the weights at the start of this epoch and of the one before
+        score_key = f"val_{self._score_name}"
+        monitor = ImprovementMonitor(
+            self.tol, self.n_iter_no_change, val_idx is not None, score_key
+        )
+        rollback = EpochRollback(module, optimizer, _MAX_RETRIES)
         self.best_epoch_ = 0
         started, epoch, stop_reason = time.perf_counter(), 0, None
         try:
             while epoch < self.max_iter:
                 epoch += 1
                 start = time.perf_counter()
-                older, good = good, copy.deepcopy((module.state_dict(), optimizer.state_dict()))
+                rollback.start_epoch()
                 try:
                     train_data = data if epoch_data is None else epoch_data(rng)
                     order = rng.permutation(train_idx)
                     loss = self._run_epoch(train_data, order, y_t, w_t, optimizer)
-                except _NonFiniteStep as exc:
-                    retries += 1
-                    if retries > _MAX_RETRIES:
-                        raise FloatingPointError(
-                            f"Training diverged at epoch {epoch}: {exc}, even after lowering "
-                            f"the learning rate {_MAX_RETRIES} times. Standardise X (e.g. with "
-                            "ChannelStandardScaler) or lower learning_rate_init."
-                        ) from None
-                    module.load_state_dict(good[0])
-                    optimizer.load_state_dict(good[1])
-                    if older is not None and not self._outputs_finite(data, train_idx):
-                        module.load_state_dict(older[0])  # the last step of the epoch before
-                        optimizer.load_state_dict(older[1])  # made weights that overflow
-                    for group in optimizer.param_groups:
-                        group["lr"] *= 0.1
-                    warnings.warn(
-                        f"epoch {epoch}: {exc}; weights rolled back to the start of the epoch "
-                        f"and learning rate lowered to {optimizer.param_groups[0]['lr']:.2e}.",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
+                except NonFiniteStep as exc:
+                    rollback.recover(exc, epoch, lambda: self._outputs_finite(data, train_idx))
                     epoch -= 1
                     continue
                 record = {"epoch": epoch, "loss": loss}
-                if monitor_val:
+                if val_idx is not None:
                     val_loss, val_score = self._evaluate(data, val_idx, y_t, w_t)
-                    record.update({"val_loss": val_loss, f"val_{self._score_name}": val_score})
-                    # a higher score wins; an equal score is broken by lower loss
-                    key = (val_score, -val_loss)
-                    improved = best_key is None or (
-                        val_score > best_key[0] + self.tol
-                        or (val_score >= best_key[0] and -val_loss > best_key[1] + self.tol)
-                    )
-                    scheduler.step(val_loss)
-                else:
-                    key = (-loss,)
-                    improved = best_key is None or key[0] > best_key[0] + self.tol
-                    scheduler.step(loss)
+                    record.update({"val_loss": val_loss, score_key: val_score})
+                scheduler.step(monitor.plateau_value(record))
                 record["learning_rate"] = optimizer.param_groups[0]["lr"]
                 record["seconds"] = time.perf_counter() - start
                 self.history_.append(record)
                 if self.verbose:
                     self._print_epoch(record)
-                if improved:
-                    best_key, stall, self.best_epoch_ = key, 0, epoch
-                    if monitor_val:
-                        best_state = copy.deepcopy(module.state_dict())
-                else:
-                    stall += 1
-                if stall >= self.n_iter_no_change:
+                stop = monitor.update(record, module)
+                self.best_epoch_ = monitor.best_epoch
+                if stop:
                     break
                 if any(callback(self, record) for callback in self.callbacks or ()):
                     stop_reason = "a callback"
@@ -648,24 +614,23 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                     stop_reason = f"max_time={self.max_time}s"
                     break
         except KeyboardInterrupt:
+            kept = "best weights so far." if monitor.best_state is not None else "current weights."
             warnings.warn(
-                f"fit interrupted during epoch {epoch}; keeping the "
-                + ("best weights so far." if best_state is not None else "current weights."),
+                f"fit interrupted during epoch {epoch}; keeping the {kept}",
                 UserWarning,
                 stacklevel=3,
             )
             stop_reason = "KeyboardInterrupt"
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        self._ensure_finite(data, train_idx, good, older)
+        if monitor.best_state is not None:
+            module.load_state_dict(monitor.best_state)
+        self._ensure_finite(data, train_idx, *rollback.fallbacks)
         module.eval()
         self.n_iter_ = len(self.history_)
         self.stop_reason_ = stop_reason
         self.loss_curve_ = [r["loss"] for r in self.history_]
-        if monitor_val:
-            self.validation_scores_ = [r[f"val_{self._score_name}"] for r in self.history_]
-            # nan when interrupted before the first epoch ended
-            self.best_validation_score_ = float(best_key[0]) if best_key else float("nan")
+        if val_idx is not None:
+            self.validation_scores_ = [r[score_key] for r in self.history_]
+            self.best_validation_score_ = monitor.best_score
 
     @torch.no_grad()
     def _outputs_finite(self, data, train_idx):
@@ -674,7 +639,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         self.module_.eval()
         try:
             logits = self._batch_outputs(data, train_idx[: self._batch_size(len(train_idx))])
-        except _NonFiniteStep:
+        except NonFiniteStep:
             return False
         finally:
             self.module_.train(was_training)
@@ -719,12 +684,12 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             losses = self._losses(outputs, target).mean(0)  # each member's own, averaged
             loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
             if not torch.isfinite(loss):
-                raise _NonFiniteStep("non-finite loss")
+                raise NonFiniteStep("non-finite loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grads = [p.grad for p in module.parameters() if p.grad is not None]
             if not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
-                raise _NonFiniteStep("non-finite gradient")
+                raise NonFiniteStep("non-finite gradient")
             if self.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), self.max_grad_norm)
             optimizer.step()
@@ -818,7 +783,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         """Outputs of one batch; a case that breaks the solver gets a row of NaN, alone."""
         try:
             return self._combine(self._batch_outputs(data, index)).double().cpu()
-        except _NonFiniteStep:
+        except NonFiniteStep:
             if len(index) == 1:
                 return torch.full((1, self._n_outputs()), torch.nan, dtype=torch.float64)
             rows = [self._predict_batch(data, index[i : i + 1]) for i in range(len(index))]

@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 
 import skfwp
 from skfwp import ChannelStandardScaler
+from skfwp._training import ImprovementMonitor, NonFiniteStep
 from skfwp.persistence import FORMAT_VERSION, _digest
 
 
@@ -204,11 +205,9 @@ def test_nonfinite_step_rolls_back_and_lowers_learning_rate(fitted, monkeypatch)
     def flaky(self, *args):
         calls["n"] += 1
         if calls["n"] == 2:  # second epoch: poison the loss once
-            from skfwp.base import _NonFiniteStep
-
             for p in self.module_.parameters():
                 p.data.fill_(float("nan"))
-            raise _NonFiniteStep("non-finite loss")
+            raise NonFiniteStep("non-finite loss")
         return original(self, *args)
 
     monkeypatch.setattr(type(model), "_run_epoch", flaky)
@@ -500,3 +499,21 @@ def test_cause16_random_state_none_leaves_numpy_global_rng_untouched(fitted):
     clone(clf).set_params(random_state=None, max_iter=1).fit(X, y)
     after = np.random.get_state()
     assert after[1].tolist() == before[1].tolist() and after[2:] == before[2:]
+
+
+def test_improvement_monitor_breaks_validation_ties_by_loss():
+    """Under validation the score decides; an equal score improves only through a
+    validation loss lower by more than tol, and the best weights are copied then."""
+    module = torch.nn.Linear(1, 1)
+    monitor = ImprovementMonitor(tol=0.01, patience=2, validation=True, score_key="val_accuracy")
+    records = [(0.5, 1.0), (0.5, 0.995), (0.5, 0.8), (0.6, 2.0), (0.605, 2.5), (0.59, 0.1)]
+    stops = []
+    for epoch, (score, val_loss) in enumerate(records, start=1):
+        with torch.no_grad():
+            module.weight.fill_(epoch)
+        record = {"epoch": epoch, "val_accuracy": score, "val_loss": val_loss, "loss": 9.0}
+        stops.append(monitor.update(record, module))
+    assert stops == [False, False, False, False, False, True]
+    assert monitor.best_epoch == 4 and monitor.best_score == 0.6
+    assert float(monitor.best_state["weight"]) == 4.0  # a copy, not the live weights
+    assert monitor.plateau_value({"val_loss": 0.3, "loss": 9.0}) == 0.3

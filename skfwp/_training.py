@@ -1,0 +1,158 @@
+"""The training loop's bookkeeping, as two small objects the loop in
+:meth:`skfwp.base.BaseSequenceEstimator._train` drives (modelled on scikit-learn's
+``_update_no_improvement_count`` and skorch's checkpoint callbacks):
+
+- :class:`ImprovementMonitor`: which epoch is best so far, how many epochs since one
+  improved by more than ``tol``, the best weights when a validation split is watched;
+- :class:`EpochRollback`: the weights at the start of the last two epochs, and the
+  recovery from a step whose loss or gradient is not finite.
+
+Both hold torch state only (``state_dict`` copies); nothing here knows the estimator.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+__all__ = ["EpochRollback", "ImprovementMonitor", "NonFiniteStep"]
+
+
+class NonFiniteStep(ArithmeticError):
+    """A training step produced a non-finite loss or gradient."""
+
+
+class ImprovementMonitor:
+    """Best epoch and patience over the monitored score.
+
+    Without validation the score is the training loss (lower is better); with
+    validation it is the validation score (higher is better), and an equal score is
+    broken by the lower validation loss. An epoch improves when it beats the best by
+    more than ``tol``.
+
+    Parameters
+    ----------
+    tol : float
+    patience : int
+        Epochs without improvement after which :meth:`update` says stop.
+    validation : bool
+        Whether records carry ``val_loss`` and ``score_key``; the best weights are then
+        kept (:attr:`best_state`), to be restored at the end.
+    score_key : str
+        The record's validation score entry, e.g. ``"val_accuracy"``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> monitor = ImprovementMonitor(tol=0.1, patience=2, validation=False, score_key="")
+    >>> [monitor.update({"epoch": e, "loss": loss}, nn.Linear(1, 1))
+    ...  for e, loss in enumerate([1.0, 0.5, 0.45, 0.44], start=1)]
+    [False, False, False, True]
+    >>> monitor.best_epoch, monitor.best_score
+    (2, 0.5)
+    """
+
+    def __init__(self, tol, patience, validation, score_key):
+        self.tol = tol
+        self.patience = patience
+        self.validation = validation
+        self.score_key = score_key
+        self.best_key = None
+        self.best_epoch = 0
+        self.best_state = None
+        self.stall = 0
+
+    def plateau_value(self, record):
+        """What the learning-rate scheduler watches (lower is better)."""
+        return record["val_loss"] if self.validation else record["loss"]
+
+    def _improves(self, key):
+        best = self.best_key
+        if best is None:
+            return True
+        if not self.validation:
+            return key[0] > best[0] + self.tol
+        return key[0] > best[0] + self.tol or (key[0] >= best[0] and key[1] > best[1] + self.tol)
+
+    def update(self, record, module):
+        """Take an epoch's record; True when ``patience`` epochs passed without improvement."""
+        if self.validation:
+            key = (record[self.score_key], -record["val_loss"])
+        else:
+            key = (-record["loss"],)
+        if self._improves(key):
+            self.best_key, self.best_epoch, self.stall = key, record["epoch"], 0
+            if self.validation:
+                self.best_state = copy.deepcopy(module.state_dict())
+        else:
+            self.stall += 1
+        return self.stall >= self.patience
+
+    @property
+    def best_score(self):
+        """The best monitored score (the training loss without validation); nan before
+        the first epoch ended."""
+        if self.best_key is None:
+            return float("nan")
+        return float(self.best_key[0]) if self.validation else -float(self.best_key[0])
+
+
+class EpochRollback:
+    """Go back to the start of an epoch when one of its steps is not finite.
+
+    :meth:`start_epoch` copies the module's and optimiser's state; :meth:`recover`,
+    called with the :class:`NonFiniteStep` of a failed epoch, loads that copy (or the
+    one from the epoch before, when the epoch began on weights whose outputs already
+    overflow), divides the learning rate by 10 and warns, at most ``max_retries`` times
+    per fit; after that it raises a ``FloatingPointError`` naming the epoch.
+
+    Parameters
+    ----------
+    module, optimizer
+        The module in training and its optimiser.
+    max_retries : int
+    """
+
+    def __init__(self, module, optimizer, max_retries):
+        self.module = module
+        self.optimizer = optimizer
+        self.max_retries = max_retries
+        self.retries = 0
+        self.good = self.older = None  # this epoch's start, and the one before
+
+    def start_epoch(self):
+        state = (self.module.state_dict(), self.optimizer.state_dict())
+        self.older, self.good = self.good, copy.deepcopy(state)
+
+    def _load(self, snapshot):
+        self.module.load_state_dict(snapshot[0])
+        self.optimizer.load_state_dict(snapshot[1])
+
+    def recover(self, exc, epoch, outputs_finite):
+        """Roll back the failed ``epoch`` and lower the learning rate.
+
+        ``outputs_finite()`` says whether the loaded weights give finite outputs.
+        """
+        self.retries += 1
+        if self.retries > self.max_retries:
+            raise FloatingPointError(
+                f"Training diverged at epoch {epoch}: {exc}, even after lowering the "
+                f"learning rate {self.max_retries} times. Standardise X (e.g. with "
+                "ChannelStandardScaler) or lower learning_rate_init."
+            ) from None
+        self._load(self.good)
+        if self.older is not None and not outputs_finite():
+            self._load(self.older)  # the last step of the epoch before overflowed
+        for group in self.optimizer.param_groups:
+            group["lr"] *= 0.1
+        warnings.warn(
+            f"epoch {epoch}: {exc}; weights rolled back to the start of the epoch "
+            f"and learning rate lowered to {self.optimizer.param_groups[0]['lr']:.2e}.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    @property
+    def fallbacks(self):
+        """The snapshots to fall back on at the end of training, latest first."""
+        return self.good, self.older
