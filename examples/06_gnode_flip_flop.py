@@ -53,7 +53,7 @@ def main(
     """Fit gnODE and nODE on the 2-bit flip-flop, draw both flow fields.
 
     Returns ``{"gnODE": {...}, "nODE": {...}}`` with each model's test ``accuracy``,
-    ``fit_seconds`` and ``fixed_points`` (a :class:`skfwp.plotting.FixedPoints`).
+    ``fit_seconds`` and ``fixed_points`` (a :class:`skfwp.inspection.FixedPoints`).
     """
     X_train, y_train = make_flip_flop(n_train, n_timepoints=n_timepoints, random_state=0)
     X_test, y_test = make_flip_flop(n_test, n_timepoints=n_timepoints, random_state=1)

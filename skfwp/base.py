@@ -63,6 +63,7 @@ __all__ = [
     "BaseSequenceClassifier",
     "BaseSequenceEstimator",
     "BaseSequenceRegressor",
+    "StateTrajectoriesMixin",
     "prediction_batches",
 ]
 
@@ -788,6 +789,44 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 return torch.full((1, self._n_outputs()), torch.nan, dtype=torch.float64)
             rows = [self._predict_batch(data, index[i : i + 1]) for i in range(len(index))]
             return torch.cat(rows)
+
+
+class StateTrajectoriesMixin:
+    """``trajectories(X)`` for a model whose module has ``trajectory(path, **options)``
+    (the gated neural ODE, the N-CODE): the solver state at every knot."""
+
+    def trajectories(self, X):
+        """Each case's state ``h(s)`` from ``s = 0`` to its own final knot ``T_i``.
+
+        Solved in float64 on the CPU with the fitted solver settings, on the path
+        read as it is (no observation dropout).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_cases, n_channels, n_timepoints)
+
+        Returns
+        -------
+        list of ndarray of shape (T_i + 1, hidden_size)
+            One array per case, at the knots ``s = 0, 1, ..., T_i`` of its path (one
+            per observation, or per log-signature window).
+        """
+        check_is_fitted(self)
+        if getattr(self, "n_estimators", 1) > 1:
+            raise ValueError(
+                f"trajectories reads one model's state, and this estimator is a seed "
+                f"ensemble of n_estimators={self.n_estimators} models; fit it with "
+                "n_estimators=1."
+            )
+        X, lengths = check_X(X, n_channels=self.n_features_in_)
+        model = copy.deepcopy(self.module_).cpu().double().eval()
+        data = self.input_path_.transform(X, lengths, dtype=torch.float64)
+        path = data.batch(np.arange(len(X)))
+        options = {**self._solver_options(), "adjoint": False}
+        options.pop("solver_backend", None)
+        with torch.no_grad():
+            states = model.trajectory(path, **options).numpy()  # (n_cases, n_knots, H)
+        return [states[i, : int(end) + 1] for i, end in enumerate(path.ends)]
 
 
 class BaseSequenceClassifier(ClassifierMixin, BaseSequenceEstimator):

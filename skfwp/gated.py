@@ -8,7 +8,7 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
-from .base import BaseSequenceClassifier, BaseSequenceRegressor
+from .base import BaseSequenceClassifier, BaseSequenceRegressor, StateTrajectoriesMixin
 from .nn.gated import FLOW_ACTIVATIONS, INITS, GatedNODE
 
 __all__ = ["GatedNODEClassifier", "GatedNODERegressor"]
@@ -44,7 +44,7 @@ flow_layers : tuple of int, default=(64,)
     {solver_backend}"""
 
 
-class _GatedModel(SolverBackendMixin):
+class _GatedModel(StateTrajectoriesMixin, SolverBackendMixin):
     """The parameters and torch module of the gated neural ODE, shared by
     :class:`GatedNODEClassifier` and :class:`GatedNODERegressor`."""
 

@@ -8,7 +8,7 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
-from .base import BaseSequenceClassifier, BaseSequenceRegressor
+from .base import BaseSequenceClassifier, BaseSequenceRegressor, StateTrajectoriesMixin
 from .nn.ncode import CONTROLS, NCODE
 
 __all__ = ["NCodeClassifier", "NCodeRegressor"]
@@ -33,7 +33,7 @@ control : {{"closed", "open", "static", "fixed"}}, default="closed"
     {solver_backend}"""
 
 
-class _NCodeModel(SolverBackendMixin):
+class _NCodeModel(StateTrajectoriesMixin, SolverBackendMixin):
     """The parameters and torch module of the neurally-controlled ODE, shared by
     :class:`NCodeClassifier` and :class:`NCodeRegressor`."""
 

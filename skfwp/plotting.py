@@ -1,52 +1,37 @@
-"""Plots of fitted skfwp classifiers: learning curves and two-dimensional flow fields.
+"""Plots of fitted skfwp estimators: learning curves and two-dimensional flow fields.
 
 Needs matplotlib (``pip install 'skfwp[plot]'``), imported only when a function here
-is called. Every function takes a fitted classifier or a fitted
+is called. Every function takes a fitted estimator or a fitted
 :class:`~sklearn.pipeline.Pipeline` ending in one, draws on ``ax`` (a new figure when
-None) and returns the Axes (with what it computed, where it computes something).
+None) and returns the Axes (with what it drew, where that is data). What is drawn is
+computed by :mod:`skfwp.inspection`; this module only draws.
 
-- :func:`plot_history`: learning curves, for every classifier;
+- :func:`plot_history`: learning curves, for every estimator;
 - :func:`plot_trajectories`: the paths ``h(s)`` of cases through a two-dimensional
-  state (gated neural ODE, N-CODE), coloured by class;
+  state (gated neural ODE, N-CODE), coloured by class (a regressor: by target);
 - :func:`plot_flow_field`: the gated neural ODE's field at a fixed input, its fixed
   points and the trajectories.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import NamedTuple
-
 import numpy as np
-import torch
-from sklearn.pipeline import Pipeline
+from sklearn.base import is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_X
+from .inspection import (
+    FixedPoints,
+    _final_step,
+    _fixed_input,
+    _state_model,
+    flow_field,
+    readout_map,
+    trajectories,
+)
 from .nn.gated import GatedNODE
 from .nn.ncode import NCODE
 
 __all__ = ["FixedPoints", "plot_flow_field", "plot_history", "plot_trajectories"]
-
-
-class FixedPoints(NamedTuple):
-    """Approximate fixed points of a flow field, as found by :func:`plot_flow_field`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from skfwp.plotting import FixedPoints
-    >>> fixed = FixedPoints(np.zeros((1, 2)), np.array([True]), np.array([1e-9]))
-    >>> fixed.points.shape, bool(fixed.stable[0])
-    ((1, 2), True)
-    """
-
-    #: ndarray of shape (n_points, 2): the states ``h*`` where ``dh/ds ≈ 0``.
-    points: np.ndarray
-    #: ndarray of shape (n_points,), bool: every Jacobian eigenvalue has negative real part.
-    stable: np.ndarray
-    #: ndarray of shape (n_points,): ``|dh/ds|`` at each point (near 0).
-    speed: np.ndarray
 
 
 def _pyplot():
@@ -57,56 +42,10 @@ def _pyplot():
     return plt
 
 
-def _final_step(clf):
-    """The fitted classifier and the transform of the steps before it (or None)."""
-    if isinstance(clf, Pipeline):
-        return clf[-1], clf[:-1].transform
-    return clf, None
-
-
 def _axes(ax):
     if ax is None:
         _, ax = _pyplot().subplots()
     return ax
-
-
-def _planar_model(clf, module_types, caller):
-    """The final step, its preprocessing and a float64 CPU copy of its 2-D state model."""
-    est, transform = _final_step(clf)
-    check_is_fitted(est, "module_")
-    if getattr(est, "n_estimators", 1) > 1:
-        raise ValueError(
-            f"{caller} draws one model's state, and this classifier is a seed ensemble of "
-            f"n_estimators={est.n_estimators} models, each with a flow of its own; fit it "
-            "with n_estimators=1 to draw it."
-        )
-    if not isinstance(est.module_, module_types):
-        names = " or ".join(
-            {GatedNODE: "GatedNODEClassifier", NCODE: "NCodeClassifier"}[t] for t in module_types
-        )
-        raise ValueError(f"{caller} draws the state of a {names}; got {type(est).__name__}.")
-    if est.hidden_size != 2:
-        raise ValueError(
-            f"{caller} needs a two-dimensional state (hidden_size=2); this classifier has "
-            f"hidden_size={est.hidden_size}."
-        )
-    return est, transform, copy.deepcopy(est.module_).cpu().double().eval()
-
-
-def _state_trajectories(est, model, transform, X, y):
-    """Each case's ``h(s)`` from ``s = 0`` to its own ``T_i``, and the labels to colour by."""
-    Xt = X if transform is None else transform(X)
-    arr, lengths = check_X(Xt, n_channels=est.n_features_in_)
-    path = est.input_path_.transform(arr, lengths, dtype=torch.float64).batch(range(len(arr)))
-    options = {**est._solver_options(), "adjoint": False}
-    options.pop("solver_backend", None)
-    with torch.no_grad():
-        traj = model.trajectory(path, **options).numpy()  # (n_cases, n_knots, 2)
-    trajectories = [traj[i, : int(end) + 1] for i, end in enumerate(path.ends)]
-    labels = est.predict(Xt) if y is None else np.asarray(y)
-    if len(labels) != len(trajectories):
-        raise ValueError(f"y has {len(labels)} labels for {len(trajectories)} cases of X.")
-    return trajectories, labels
 
 
 def _extent(trajectories, margin=0.15):
@@ -117,47 +56,66 @@ def _extent(trajectories, margin=0.15):
     return (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
 
 
-def _draw_trajectories(ax, trajectories, labels):
-    """One line per case from ``h(0)`` (small dot) to ``h(T_i)`` (large dot), by class."""
-    if not trajectories:
+def _case_trajectories(clf, X, y, module_types, caller):
+    """The final step, its cases' trajectories and their colour values (classes, or a
+    regressor's first target); ``y=None`` takes the predictions."""
+    est, _, _ = _state_model(clf, module_types, caller)
+    paths = trajectories(clf, X)
+    labels = np.asarray(clf.predict(X) if y is None else y)
+    if len(labels) != len(paths):
+        raise ValueError(f"y has {len(labels)} labels for {len(paths)} cases of X.")
+    if labels.ndim == 2:  # a multi-output regressor: coloured by its first target
+        labels = labels[:, 0]
+    return est, paths, labels
+
+
+def _draw_trajectories(ax, paths, labels, est):
+    """One line per case from ``h(0)`` (small dot) to ``h(T_i)`` (large dot): coloured
+    by class for a classifier (a legend entry each), by value for a regressor."""
+    if not paths:
         return
     plt = _pyplot()
-    classes = list(dict.fromkeys(labels.tolist()))
-    for label_index, label in enumerate(classes):
-        color = plt.get_cmap("tab10")(label_index % 10)
-        for traj, lab in zip(trajectories, labels.tolist(), strict=True):
-            if lab != label:
-                continue
-            ax.plot(traj[:, 0], traj[:, 1], color=color, linewidth=0.8, alpha=0.7)
-            ax.plot(*traj[0], "o", color=color, markersize=2)
-            ax.plot(*traj[-1], "o", color=color, markersize=5, markeredgecolor="k")
-        ax.plot([], [], color=color, label=str(label))  # one legend entry per class
+    if is_classifier(est):
+        classes = list(dict.fromkeys(labels.tolist()))
+        colors = [plt.get_cmap("tab10")(classes.index(lab) % 10) for lab in labels.tolist()]
+        for index, label in enumerate(classes):  # one legend entry per class
+            ax.plot([], [], color=plt.get_cmap("tab10")(index % 10), label=str(label))
+    else:
+        values = labels.astype(float)
+        lo, hi = values.min(), values.max()
+        colors = plt.get_cmap("viridis")((values - lo) / (hi - lo if hi > lo else 1.0))
+    for traj, color in zip(paths, colors, strict=True):
+        ax.plot(traj[:, 0], traj[:, 1], color=color, linewidth=0.8, alpha=0.7)
+        ax.plot(*traj[0], "o", color=color, markersize=2)
+        ax.plot(*traj[-1], "o", color=color, markersize=5, markeredgecolor="k")
 
 
 def plot_trajectories(clf, X, y=None, ax=None, *, decision=True, grid=200):
-    """Draw the paths of cases through the two-dimensional state of a fitted classifier.
+    """Draw the paths of cases through the two-dimensional state of a fitted estimator.
 
-    For a :class:`~skfwp.GatedNODEClassifier` or :class:`~skfwp.NCodeClassifier` with
-    ``hidden_size=2``: each case of ``X`` is one line ``h(s)`` (N-CODE: ``z(s)``),
-    from ``s = 0`` (small dot) to its own final time ``T_i`` (large dot), coloured by
-    class; with ``decision``, the background shows the class that the linear readout
-    gives each point of the plane, so a reader sees where the flow had to carry each
-    class. The N-CODE's flow differs from case to case (its parameters ``θ(s)`` are
-    a state of their own), so its trajectories may cross, which the trajectories of
-    one autonomous flow of the plane never do.
+    For a gated neural ODE or N-CODE estimator with ``hidden_size=2``: each case of
+    ``X`` is one line ``h(s)`` (N-CODE: ``z(s)``), from ``s = 0`` (small dot) to its
+    own final time ``T_i`` (large dot), coloured by class (a regressor's: by target
+    value); with ``decision``, the background shows what the linear readout gives each
+    point of the plane (:func:`skfwp.inspection.readout_map`: a class, or a predicted
+    value), so a reader sees where the flow had to carry each case. The N-CODE's flow
+    differs from case to case (its parameters ``θ(s)`` are a state of their own), so
+    its trajectories may cross, which the trajectories of one autonomous flow of the
+    plane never do.
 
     Parameters
     ----------
-    clf : fitted GatedNODEClassifier or NCodeClassifier with hidden_size=2, or a
-        Pipeline ending in one
+    clf : fitted gated nODE or N-CODE estimator with hidden_size=2, or a Pipeline
+        ending in one
     X : array-like
         Cases to draw (raw input, as for ``clf.predict``).
     y : array-like of shape (n_cases,), default=None
-        Their labels, for the colours; None colours by predicted class.
+        Their labels (or targets), for the colours; None colours by prediction.
     ax : matplotlib Axes, default=None
         Where to draw; a new figure when None.
     decision : bool, default=True
-        Shade the readout's decision regions.
+        Shade what the readout gives each point: decision regions, or a regressor's
+        predicted value.
     grid : int, default=200
         Grid points per axis of the shading.
 
@@ -181,49 +139,49 @@ def plot_trajectories(clf, X, y=None, ax=None, *, decision=True, grid=200):
     >>> len(paths), paths[0].shape
     (5, (3, 2))
     """
-    est, transform, model = _planar_model(clf, (GatedNODE, NCODE), "plot_trajectories")
-    trajectories, labels = _state_trajectories(est, model, transform, X, y)
+    est, paths, labels = _case_trajectories(clf, X, y, (GatedNODE, NCODE), "plot_trajectories")
     ax = _axes(ax)
-    x0, x1, y0, y1 = _extent(trajectories)
+    bounds = _extent(paths)
     if decision:
-        g1, g2 = np.linspace(x0, x1, grid), np.linspace(y0, y1, grid)
-        H1, H2 = np.meshgrid(g1, g2)
-        states = torch.as_tensor(np.stack([H1.ravel(), H2.ravel()], axis=1))
-        with torch.no_grad():
-            region = model.output(states).argmax(1).numpy().reshape(H1.shape)
-        # colour each region as its class's trajectories are coloured
-        order = list(dict.fromkeys(labels.tolist()))
-        codes = np.array([order.index(c) if c in order else -1 for c in est.classes_.tolist()])
-        shade = np.where(codes[region] >= 0, codes[region] % 10, np.nan)
-        cmap = _pyplot().get_cmap("tab10")
-        ax.pcolormesh(H1, H2, shade, cmap=cmap, vmin=-0.5, vmax=9.5, alpha=0.15, shading="auto")
-    _draw_trajectories(ax, trajectories, labels)
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    name = "z" if isinstance(model, NCODE) else "h"
+        h1, h2, values = readout_map(clf, bounds=bounds, grid=grid)
+        if is_classifier(est):  # each region coloured as its class's trajectories
+            order = list(dict.fromkeys(labels.tolist()))
+            codes = np.array([order.index(c) if c in order else -1 for c in est.classes_.tolist()])
+            shade = np.where(codes[values] >= 0, codes[values] % 10, np.nan)
+            style = {"cmap": _pyplot().get_cmap("tab10"), "vmin": -0.5, "vmax": 9.5}
+        else:
+            values_seen = labels.astype(float)
+            shade = values
+            style = {"cmap": "viridis", "vmin": values_seen.min(), "vmax": values_seen.max()}
+        ax.pcolormesh(h1, h2, shade, alpha=0.15, shading="auto", **style)
+    _draw_trajectories(ax, paths, labels, est)
+    ax.set_xlim(*bounds[:2])
+    ax.set_ylim(*bounds[2:])
+    name = "z" if isinstance(est.module_, NCODE) else "h"
     ax.set_xlabel(f"${name}_1$")
     ax.set_ylabel(f"${name}_2$")
-    ax.legend(loc="best", fontsize="small")
-    return ax, trajectories
+    if is_classifier(est):
+        ax.legend(loc="best", fontsize="small")
+    return ax, paths
 
 
 def plot_history(clf, ax=None):
-    """Learning curves of a fitted skfwp classifier: loss (and accuracy) by epoch.
+    """Learning curves of a fitted skfwp estimator: loss (and validation score) by epoch.
 
     Draws the training loss from ``history_`` and, when the fit used early stopping,
-    the validation loss and, on a second y-axis, the validation accuracy; a dotted
-    vertical line marks ``best_epoch_``.
+    the validation loss and, on a second y-axis, the validation score (a classifier's
+    accuracy, a regressor's R²); a dotted vertical line marks ``best_epoch_``.
 
     Parameters
     ----------
-    clf : fitted skfwp classifier or Pipeline ending in one
+    clf : fitted skfwp estimator or Pipeline ending in one
     ax : matplotlib Axes, default=None
         Where to draw; a new figure when None.
 
     Returns
     -------
     ax : matplotlib Axes
-        The loss axes (the accuracy axes is its twin, ``ax.get_shared_x_axes()``).
+        The loss axes (the score's axes is its twin, ``ax.get_shared_x_axes()``).
 
     Examples
     --------
@@ -250,14 +208,16 @@ def plot_history(clf, ax=None):
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
-    if "val_accuracy" in history[0]:
-        acc_ax = ax.twinx()
-        acc_ax.plot(
-            epochs, [r["val_accuracy"] for r in history], color="C1", label="validation accuracy"
-        )
-        acc_ax.set_ylabel("validation accuracy")
-        acc_ax.set_ylim(0, 1.02)
-        more = acc_ax.get_legend_handles_labels()
+    scores = {"val_accuracy": "validation accuracy", "val_r2": "validation R²"}
+    for key, name in scores.items():
+        if key not in history[0]:
+            continue
+        score_ax = ax.twinx()
+        score_ax.plot(epochs, [r[key] for r in history], color="C1", label=name)
+        score_ax.set_ylabel(name)
+        if key == "val_accuracy":
+            score_ax.set_ylim(0, 1.02)
+        more = score_ax.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
     ax.legend(handles, labels, loc="best")
     return ax
@@ -280,22 +240,17 @@ def plot_flow_field(
     """Draw the flow field ``dh/ds`` of a fitted two-dimensional gated neural ODE.
 
     For a fixed input ``x_fixed``, the field ``f(h) = G ⊙ (−h + F(h, x_fixed)) / τ``
-    of a :class:`~skfwp.GatedNODEClassifier` with ``hidden_size=2`` is drawn over a
-    box of the plane: its speed ``|f|`` as the background, its direction as stream
-    lines (or arrows), its fixed points (filled: stable; open: unstable or saddle),
-    and, when ``X`` is given, the trajectories ``h(s)`` of those cases from
-    ``h(0)`` (small dot) to ``h(T_i)`` (large dot), coloured by class.
-
-    Fixed points are found numerically: damped Newton steps on ``−h + F(h, x_fixed)``
-    (whose zeros are those of ``f``, the gate being positive) from an
-    ``n_seeds x n_seeds`` grid of seeds over the box, in float64; the points whose
-    residual is below ``tol`` are kept, duplicates merged (see
-    :func:`skfwp.nn.gated.find_fixed_points`), and the stability read from the
-    eigenvalues of the Jacobian of ``f``.
+    of a gated nODE estimator (classifier or regressor) with ``hidden_size=2`` is
+    drawn over a box of the plane: its speed ``|f|`` as the background, its direction
+    as stream lines (or arrows), its fixed points (filled: stable; open: unstable or
+    saddle), and, when ``X`` is given, the trajectories ``h(s)`` of those cases from
+    ``h(0)`` (small dot) to ``h(T_i)`` (large dot), coloured by class (or target).
+    The field and its fixed points are computed by :func:`skfwp.inspection.flow_field`
+    (which says how the fixed points are found).
 
     Parameters
     ----------
-    clf : fitted GatedNODEClassifier with hidden_size=2, or Pipeline ending in one
+    clf : fitted gated nODE estimator with hidden_size=2, or Pipeline ending in one
     x_fixed : array-like of shape (n_path_channels,), default=None
         The constant input, in the coordinates of the classifier's input path
         (``clf.input_path_``): channel 0 is time (0 at a case's first observation,
@@ -343,72 +298,38 @@ def plot_flow_field(
     >>> fixed.points.shape[1], bool((fixed.speed < 1e-5).all())
     (2, True)
     """
-    est, transform, model = _planar_model(clf, (GatedNODE,), "plot_flow_field")
+    est, _, _ = _state_model(clf, (GatedNODE,), "plot_flow_field")
     if arrows not in ("stream", "quiver"):
         raise ValueError(f"arrows must be 'stream' or 'quiver', got {arrows!r}.")
-    n_path = est.input_path_.n_path_channels_
-    x = np.zeros(n_path) if x_fixed is None else np.asarray(x_fixed, dtype=float)
-    if x.shape != (n_path,):
-        raise ValueError(
-            f"x_fixed must have shape ({n_path},): the classifier's input path has {n_path} "
-            "channels (time, [observation intensities], data channels); got shape "
-            f"{x.shape}."
-        )
-    x = torch.as_tensor(x, dtype=torch.float64)
-
-    trajectories, labels = [], None
+    _fixed_input(est, x_fixed)  # checked before any trajectory is solved
+    paths, labels = [], None
     if X is not None:
-        trajectories, labels = _state_trajectories(est, model, transform, X, y)
-
+        est, paths, labels = _case_trajectories(clf, X, y, (GatedNODE,), "plot_flow_field")
     if bounds is None:
-        bounds = _extent(trajectories) if trajectories else (-3.0, 3.0, -3.0, 3.0)
-    x0, x1, y0, y1 = (float(b) for b in bounds)
+        bounds = _extent(paths) if paths else (-3.0, 3.0, -3.0, 3.0)
+    field = flow_field(clf, x_fixed, bounds=bounds, grid=grid, n_seeds=n_seeds, tol=tol)
 
-    # speed and direction on the grid
-    g1, g2 = np.linspace(x0, x1, grid), np.linspace(y0, y1, grid)
-    H1, H2 = np.meshgrid(g1, g2)  # (grid, grid), rows along h2
-    states = torch.as_tensor(np.stack([H1.ravel(), H2.ravel()], axis=1))
-    with torch.no_grad():
-        v = model.velocity(states, x.expand(len(states), -1)).numpy()
-    U, V = v[:, 0].reshape(H1.shape), v[:, 1].reshape(H1.shape)
-    speed = np.hypot(U, V)
     ax = _axes(ax)
-    mesh = ax.pcolormesh(H1, H2, speed, shading="gouraud", cmap="Greys", alpha=0.6)
+    mesh = ax.pcolormesh(
+        field.h1, field.h2, field.speed, shading="gouraud", cmap="Greys", alpha=0.6
+    )
     if colorbar:
         ax.figure.colorbar(mesh, ax=ax, label="speed |dh/ds|")
+    U, V = field.velocity[..., 0], field.velocity[..., 1]
     if arrows == "stream":
-        ax.streamplot(g1, g2, U, V, color="0.35", density=1.1, linewidth=0.6, arrowsize=0.8)
+        ax.streamplot(
+            field.h1, field.h2, U, V, color="0.35", density=1.1, linewidth=0.6, arrowsize=0.8
+        )
     else:
-        ax.quiver(H1, H2, U, V, color="0.35", angles="xy")
-
-    # fixed points
-    s1, s2 = np.meshgrid(np.linspace(x0, x1, n_seeds), np.linspace(y0, y1, n_seeds))
-    seeds = torch.as_tensor(np.stack([s1.ravel(), s2.ravel()], axis=1))
-    points, stable, fp_speed = model.fixed_points(x, seeds, tol=tol)
-    fixed = FixedPoints(points.numpy(), stable.numpy(), fp_speed.numpy())
-
-    _draw_trajectories(ax, trajectories, labels)
-
-    pts = fixed.points
-    ax.scatter(
-        pts[fixed.stable, 0],
-        pts[fixed.stable, 1],
-        s=70,
-        c="k",
-        zorder=5,
-        label="stable fixed point",
-    )
-    ax.scatter(
-        pts[~fixed.stable, 0],
-        pts[~fixed.stable, 1],
-        s=70,
-        facecolors="w",
-        edgecolors="k",
-        zorder=5,
-        label="unstable fixed point",
-    )
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
+        ax.quiver(*np.meshgrid(field.h1, field.h2), U, V, color="0.35", angles="xy")
+    _draw_trajectories(ax, paths, labels, est)
+    fixed = field.fixed_points
+    for stable, style in ((True, {"c": "k"}), (False, {"facecolors": "w", "edgecolors": "k"})):
+        points = fixed.points[fixed.stable == stable]
+        kind = "stable" if stable else "unstable"
+        ax.scatter(points[:, 0], points[:, 1], s=70, zorder=5, label=f"{kind} fixed point", **style)
+    ax.set_xlim(*field.bounds[:2])
+    ax.set_ylim(*field.bounds[2:])
     ax.set_xlabel("$h_1$")
     ax.set_ylabel("$h_2$")
     ax.set_title("flow field dh/ds at a fixed input")

@@ -11,7 +11,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import make_pipeline
 from test_gated import CLAMP_FIXED_POINTS, set_clamp_flow
 
-from skfwp import ChannelStandardScaler, ContinuousDeltaClassifier, GatedNODEClassifier
+from skfwp import (
+    ChannelStandardScaler,
+    ContinuousDeltaClassifier,
+    GatedNODEClassifier,
+    GatedNODERegressor,
+)
 from skfwp.datasets import make_flip_flop
 
 matplotlib = pytest.importorskip(
@@ -21,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection, QuadMesh  # noqa: E402
 
-from skfwp.plotting import plot_flow_field, plot_history  # noqa: E402
+from skfwp.plotting import plot_flow_field, plot_history, plot_trajectories  # noqa: E402
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "06_gnode_flip_flop.py"
 
@@ -116,7 +121,7 @@ def test_flow_field_rejects_what_it_cannot_draw(fitted, flip_flop):
     with pytest.raises(ValueError, match="hidden_size=2"):
         plot_flow_field(wide)
     fwp = ContinuousDeltaClassifier(hidden_size=4, n_heads=2, ff_dim=4, max_iter=1).fit(X, y)
-    with pytest.raises(ValueError, match="GatedNODEClassifier"):
+    with pytest.raises(ValueError, match="state of a gated neural ODE; got ContinuousDelta"):
         plot_flow_field(fwp)
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         plot_flow_field(fitted, x_fixed=[0.0, 1.0])
@@ -140,6 +145,32 @@ def test_history_draws_the_recorded_curves(fitted, flip_flop):
     assert len(plot_history(fwp).lines) == 2  # no validation: loss and best epoch
     with pytest.raises(NotFittedError):
         plot_history(GatedNODEClassifier())
+
+
+def test_a_regressor_is_drawn_by_value(flip_flop):
+    """A gated nODE regressor: trajectories coloured by target on a continuous colour
+    map (no class legend), the readout's predicted value as background, and the
+    validation R² beside the losses."""
+    X, _ = flip_flop
+    target = X[:, 0].sum(axis=1)
+    reg = GatedNODERegressor(
+        hidden_size=2, flow_layers=(4,), max_iter=3, early_stopping=True, random_state=0
+    ).fit(X, target)
+    ax, paths = plot_trajectories(reg, X[:5], target[:5])
+    assert len(paths) == 5
+    assert ax.get_legend() is None and len(_trajectory_lines(ax)) == 5
+    colors = [tuple(line.get_color()) for line in _trajectory_lines(ax)]
+    lowest, highest = np.argmin(target[:5]), np.argmax(target[:5])
+    viridis = plt.get_cmap("viridis")
+    assert colors[lowest] == viridis(0.0) and colors[highest] == viridis(1.0)
+    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    assert mesh.get_clim() == (target[:5].min(), target[:5].max())
+    ax, fixed = plot_flow_field(reg, X=X[:3])
+    assert len(_trajectory_lines(ax)) == 3 and fixed.points.shape[1] == 2
+    ax = plot_history(reg)
+    (score_ax,) = [a for a in ax.figure.axes if a is not ax]
+    assert score_ax.get_ylabel() == "validation R²"
+    np.testing.assert_allclose(score_ax.lines[0].get_ydata(), reg.validation_scores_)
 
 
 def test_example_runs_on_a_tiny_budget(tmp_path):
