@@ -62,6 +62,7 @@ COMMON_PARAMS = {
     "max_grad_norm": None,
     "label_smoothing": 0.1,
     "observation_dropout": 0.3,
+    "time_warp": 0.0,
     "n_estimators": 1,
     "test_time_augmentation": 8,
 }
@@ -156,6 +157,12 @@ hidden_size : int, default={hidden_size}
         first and last are dropped (made NaN in every channel but ``time_channel``) with
         this probability, and the path is rebuilt through the remaining ones at their
         true times: a continuous-time model reads the same series sampled differently.
+    time_warp : float, default={time_warp}
+        Augmentation: in every epoch, each training case is read at randomly warped
+        times (:func:`skfwp.path.warp_positions`: four stretches sped up or slowed down
+        by factors ``exp(time_warp * z)``, ``z`` standard normal; values read linearly
+        between observations; a ``time_channel`` keeps its timestamps), before
+        ``observation_dropout``. 0: off.
     n_estimators : int, default={n_estimators}
         Seed ensemble: this many copies of the model, each initialised from its own
         seed, trained side by side on the same batches (the loss is their mean, so each
@@ -311,6 +318,7 @@ COMMON_CONSTRAINTS = {
     "max_grad_norm": [Interval(numbers.Real, 0, None, closed="neither"), None],
     "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
     "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+    "time_warp": [Interval(numbers.Real, 0, None, closed="left")],
     "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
     "test_time_augmentation": [Interval(numbers.Integral, 0, None, closed="left")],
 }

@@ -56,7 +56,7 @@ from ._validation import (
     resolve_device,
 )
 from .nn.ensemble import SeedEnsemble
-from .path import InputPath
+from .path import InputPath, read_at, warp_positions
 from .registry import register
 
 __all__ = [
@@ -215,7 +215,7 @@ class BaseSequenceEstimator(BaseEstimator):
     _tiny_params: dict = {}
     #: Parameters a model file written before they existed takes (the value that
     #: reproduces the model of its day, not today's default); subclasses add theirs.
-    _saved_before = {"test_time_augmentation": 0}
+    _saved_before = {"test_time_augmentation": 0, "time_warp": 0.0}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -487,14 +487,21 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return w if w > 1 else None
 
     def _epoch_data(self, X, lengths):
-        """``epoch_data(rng) -> PathData`` for one training epoch, a fresh draw of
-        ``observation_dropout`` (the caller's ``X`` is not modified); None without it."""
-        if self.observation_dropout == 0:
+        """``epoch_data(rng) -> PathData`` for one training epoch: a fresh draw of
+        ``time_warp`` and then of ``observation_dropout`` (the caller's ``X`` is not
+        modified); None without either."""
+        if self.observation_dropout == 0 and self.time_warp == 0:
             return None
 
         def epoch_data(rng):
-            uniforms = rng.random((X.shape[0], X.shape[2]))
-            return self.input_path_.transform(self._dropped(X, lengths, uniforms), lengths)
+            augmented = X
+            if self.time_warp > 0:
+                positions = warp_positions(lengths, self.time_warp, rng)
+                augmented = read_at(X, lengths, positions, keep=self.time_channel)
+            if self.observation_dropout > 0:
+                uniforms = rng.random((X.shape[0], X.shape[2]))
+                augmented = self._dropped(augmented, lengths, uniforms)
+            return self.input_path_.transform(augmented, lengths)
 
         return epoch_data
 

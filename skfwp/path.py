@@ -62,6 +62,8 @@ __all__ = [
     "InputPath",
     "fill_gaps",
     "logsig_windows",
+    "read_at",
+    "warp_positions",
 ]
 
 INTERPOLATIONS = ("hermite", "linear", "rectilinear")
@@ -106,6 +108,96 @@ def fill_gaps(x, lengths=None):
     out = np.where(has_prev & has_next, between, np.where(has_prev, x_prev, x_next))
     out = np.where(has_prev | has_next, out, 0.0)
     return np.where(obs, x, out)
+
+
+def warp_positions(lengths, strength, rng, n_pieces=4):
+    """Random time warps: where each case is read, in its own observation index.
+
+    Case ``i`` (``n_i`` observations) is read at ``s = φ_i(0), φ_i(1), ...,
+    φ_i(n_i - 1)``, with ``φ_i`` an increasing piecewise-linear map of ``[0, n_i - 1]``
+    onto itself: ``n_pieces`` equal stretches of the output, whose slopes are
+    ``exp(strength * z)`` (``z`` standard normal, one per stretch) rescaled so that
+    they add up to the whole. Every slope is positive, so the map keeps the order of
+    observations and its ends; ``strength=0.2`` speeds a stretch up or slows it down
+    by about 20 %. The analogue, for a continuous-time model, of window warping
+    (Le Guennec et al. 2016; Iwana & Uchida 2021).
+
+    Parameters
+    ----------
+    lengths : ndarray of int, shape (n_cases,)
+    strength : float
+        Standard deviation of the log-slopes.
+    rng : numpy.random.Generator
+    n_pieces : int, default=4
+
+    Returns
+    -------
+    ndarray of shape (n_cases, max(lengths))
+        Fractional positions, increasing from 0 to ``n_i - 1`` within each case's
+        length; past it, the case's own positions ``n_i - 1`` (padding).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import warp_positions
+    >>> s = warp_positions(np.array([9, 5]), 0.3, np.random.default_rng(0))
+    >>> s[:, [0, -1]].tolist(), s[1, 4:].tolist(), bool((np.diff(s[0]) > 0).all())
+    ([[0.0, 8.0], [0.0, 4.0]], [4.0, 4.0, 4.0, 4.0, 4.0], True)
+    """
+    lengths = np.asarray(lengths)
+    n_cases, n = len(lengths), int(lengths.max())
+    slopes = np.exp(strength * rng.standard_normal((n_cases, n_pieces)))
+    knots = np.concatenate([np.zeros((n_cases, 1)), np.cumsum(slopes, axis=1)], axis=1)
+    knots /= knots[:, -1:]  # phi at the stretch boundaries, from 0 to 1
+    u = np.minimum(np.arange(n) / np.maximum(lengths - 1, 1)[:, None], 1.0)  # (n_cases, n)
+    piece = np.minimum((u * n_pieces).astype(int), n_pieces - 1)
+    frac = u * n_pieces - piece
+    left = np.take_along_axis(knots, piece, axis=1)
+    right = np.take_along_axis(knots, piece + 1, axis=1)
+    return (left + frac * (right - left)) * (lengths - 1)[:, None]
+
+
+def read_at(X, lengths, positions, keep=None):
+    """``X`` read at fractional observation ``positions`` (from :func:`warp_positions`).
+
+    Each channel is gap-filled first (:func:`fill_gaps`), then read linearly between
+    the two neighbouring observations; a value is missing (NaN) where the nearest
+    observation of its channel was. Positions past a case's length stay padding.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_cases, n_channels, n_timepoints)
+    lengths : ndarray of int, shape (n_cases,)
+    positions : ndarray of shape (n_cases, n_timepoints)
+    keep : int or None, default=None
+        A channel left as it is (a ``time_channel``: the values move, their
+        timestamps stay, so that the warp changes the series' timing).
+
+    Returns
+    -------
+    ndarray of the shape of ``X`` (a new array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import read_at
+    >>> X = np.array([[[0.0, 10.0, np.nan, 30.0]]])
+    >>> read_at(X, np.array([4]), np.array([[0.0, 0.5, 2.4, 3.0]]))
+    array([[[ 0.,  5., nan, 30.]]])
+    """
+    n = X.shape[2]
+
+    def take(a, index):  # a[i, c, index[i, t]]
+        return np.take_along_axis(a, np.broadcast_to(index[:, None, :], a.shape), axis=2)
+
+    filled = fill_gaps(X, lengths[:, None])
+    lo = np.clip(np.floor(positions).astype(int), 0, n - 1)
+    w = (positions - lo)[:, None, :]
+    out = (1 - w) * take(filled, lo) + w * take(filled, np.minimum(lo + 1, n - 1))
+    out[np.isnan(take(X, np.clip(np.rint(positions).astype(int), 0, n - 1)))] = np.nan
+    moved = np.arange(n) < lengths[:, None]  # (n_cases, n): inside each case
+    moved = moved[:, None, :] & (np.arange(X.shape[1]) != keep)[None, :, None]
+    return np.where(moved, out, X)
 
 
 def logsig_windows(values, window, depth):

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_panel
+from sklearn.base import clone
 
 from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier, base
 from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
+from skfwp.path import read_at, warp_positions
 
 SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,)}
 
@@ -67,6 +69,66 @@ def test_observation_dropout_draws_keep_ends_and_time_and_leave_x_alone():
     masked[:, :2][np.broadcast_to(drop[:, None, :], masked[:, :2].shape)] = np.nan
     expected = clf.input_path_.transform(masked, lengths)
     assert torch.equal(data.coeffs, expected.coeffs)
+
+
+def test_warp_positions_are_increasing_maps_with_the_asked_spread():
+    lengths = np.array([50, 20, 2])
+    s = warp_positions(lengths, 0.3, np.random.default_rng(0))
+    assert s.shape == (3, 50)
+    for i, n in enumerate(lengths):
+        assert s[i, 0] == 0 and s[i, n - 1] == pytest.approx(n - 1)  # ends stay
+        assert (np.diff(s[i, :n]) > 0).all()  # order stays
+        assert (s[i, n:] == s[i, n - 1]).all()  # padding
+    identity = warp_positions(lengths, 0.0, np.random.default_rng(0))
+    np.testing.assert_allclose(identity[0], np.arange(50))
+    # the slope of each of the four stretches is exp(0.3 z) up to a common factor:
+    # across many cases, log-slope differences between stretches have std 0.3 * sqrt(2)
+    s = warp_positions(np.full(4000, 41), 0.3, np.random.default_rng(1))
+    slopes = np.diff(s[:, [0, 10, 20, 30, 40]], axis=1) / 10  # 40 steps, 4 stretches
+    assert np.std(np.log(slopes[:, 1] / slopes[:, 0])) == pytest.approx(0.3 * np.sqrt(2), rel=0.05)
+
+
+def test_read_at_interpolates_keeps_missing_and_the_time_channel():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2, 3, 12))
+    X[1, :, 9:] = np.nan  # case 1 has 9 observations
+    X[0, 1, 4] = np.nan  # a missing value
+    lengths = np.array([12, 9])
+    positions = warp_positions(lengths, 0.4, rng)
+    out = read_at(X, lengths, positions, keep=2)
+    for i, n in enumerate(lengths):
+        for c in (0, 1):  # np.interp over the observed values of the channel
+            seen = ~np.isnan(X[i, c, :n])
+            expected = np.interp(positions[i, :n], np.flatnonzero(seen), X[i, c, :n][seen])
+            nearest_missing = np.isnan(X[i, c, np.rint(positions[i, :n]).astype(int)])
+            expected[nearest_missing] = np.nan
+            np.testing.assert_allclose(out[i, c, :n], expected, rtol=1e-12)
+    np.testing.assert_array_equal(out[:, 2], X[:, 2])  # kept channel as it was
+    np.testing.assert_array_equal(out[1, :, 9:], X[1, :, 9:])  # padding as it was
+    assert np.isnan(out[0, 1]).sum() <= 1  # at most the one position nearest to it
+    identity = read_at(X, lengths, np.tile(np.arange(12.0), (2, 1)))
+    np.testing.assert_array_equal(identity, X)
+
+
+def test_time_warp_is_drawn_each_epoch_and_leaves_x_alone():
+    X, y = make_tiny_panel()
+    X_before = X.copy()
+    clf = GatedNODEClassifier(
+        **SMALL_GATED, observation_dropout=0.0, time_warp=0.3, max_iter=2, random_state=0
+    ).fit(X, y)
+    np.testing.assert_array_equal(X, X_before)
+    arr, lengths = check_X(X)
+    draw = clf._epoch_data(arr, lengths)
+    data = draw(np.random.default_rng(3))
+    positions = warp_positions(lengths, 0.3, np.random.default_rng(3))
+    expected = clf.input_path_.transform(read_at(arr, lengths, positions), lengths)
+    assert torch.equal(data.coeffs, expected.coeffs)
+    assert not torch.equal(data.coeffs, draw(np.random.default_rng(4)).coeffs)
+    assert clf.set_params(time_warp=0.0)._epoch_data(arr, lengths) is None
+    again = clone(clf).set_params(time_warp=0.3).fit(X, y)
+    np.testing.assert_array_equal(
+        again.predict_proba(X), clf.set_params(time_warp=0.3).predict_proba(X)
+    )
 
 
 def test_seed_ensemble_trains_each_member_as_if_alone():
