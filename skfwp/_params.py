@@ -63,6 +63,7 @@ COMMON_PARAMS = {
     "label_smoothing": 0.1,
     "observation_dropout": 0.3,
     "time_warp": 0.0,
+    "average_epochs": 0,
     "n_estimators": 1,
     "test_time_augmentation": 8,
 }
@@ -163,6 +164,11 @@ hidden_size : int, default={hidden_size}
         by factors ``exp(time_warp * z)``, ``z`` standard normal; values read linearly
         between observations; a ``time_channel`` keeps its timestamps), before
         ``observation_dropout``. 0: off.
+    average_epochs : int, default={average_epochs}
+        The fitted weights are the mean of the weights at the end of the last
+        ``average_epochs`` epochs (stochastic weight averaging, Izmailov et al. 2018;
+        :class:`skfwp._training.WeightAverage`). 0: the last epoch's weights. With
+        ``early_stopping`` the best epoch's weights are kept instead.
     n_estimators : int, default={n_estimators}
         Seed ensemble: this many copies of the model, each initialised from its own
         seed, trained side by side on the same batches (the loss is their mean, so each
@@ -319,6 +325,7 @@ COMMON_CONSTRAINTS = {
     "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
     "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
     "time_warp": [Interval(numbers.Real, 0, None, closed="left")],
+    "average_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
     "test_time_augmentation": [Interval(numbers.Integral, 0, None, closed="left")],
 }

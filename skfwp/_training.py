@@ -5,17 +5,22 @@
 - :class:`ImprovementMonitor`: which epoch is best so far, how many epochs since one
   improved by more than ``tol``, the best weights when a validation split is watched;
 - :class:`EpochRollback`: the weights at the start of the last two epochs, and the
-  recovery from a step whose loss or gradient is not finite.
+  recovery from a step whose loss or gradient is not finite;
+- :class:`WeightAverage`: the mean of the weights at the end of the last epochs
+  (stochastic weight averaging).
 
-Both hold torch state only (``state_dict`` copies); nothing here knows the estimator.
+Each holds torch state only (``state_dict`` copies); nothing here knows the estimator.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import warnings
 
-__all__ = ["EpochRollback", "ImprovementMonitor", "NonFiniteStep"]
+import torch
+
+__all__ = ["EpochRollback", "ImprovementMonitor", "NonFiniteStep", "WeightAverage"]
 
 
 class NonFiniteStep(ArithmeticError):
@@ -156,3 +161,42 @@ class EpochRollback:
     def fallbacks(self):
         """The snapshots to fall back on at the end of training, latest first."""
         return self.good, self.older
+
+
+class WeightAverage:
+    """The mean of a module's weights at the end of its last ``n_epochs`` epochs.
+
+    Stochastic weight averaging (Izmailov et al. 2018, "Averaging Weights Leads to
+    Wider Optima and Better Generalization") over a window that slides with training,
+    since when training ends (patience, ``max_iter``, a callback) is not known ahead.
+    Floating-point tensors are averaged; any other buffer keeps its latest value.
+    Memory: ``n_epochs`` copies of the weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> layer, average = nn.Linear(1, 1), WeightAverage(2)
+    >>> for value in (1.0, 2.0, 4.0):
+    ...     with torch.no_grad():
+    ...         _ = layer.weight.fill_(value)
+    ...     average.update(layer)
+    >>> average.state()["weight"].item()  # the last two epochs
+    3.0
+    """
+
+    def __init__(self, n_epochs):
+        self.kept = collections.deque(maxlen=n_epochs)
+
+    def update(self, module):
+        self.kept.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+    def state(self):
+        """The averaged ``state_dict`` (None before the first epoch ended)."""
+        if not self.kept:
+            return None
+        latest = self.kept[-1]
+        return {
+            key: torch.stack([s[key] for s in self.kept]).mean(0) if t.is_floating_point() else t
+            for key, t in latest.items()
+        }

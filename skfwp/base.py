@@ -45,7 +45,7 @@ from ._params import (
     keyword_init,
     parameters_doc,
 )
-from ._training import EpochRollback, ImprovementMonitor, NonFiniteStep
+from ._training import EpochRollback, ImprovementMonitor, NonFiniteStep, WeightAverage
 from ._validation import (
     check_float32_range,
     check_regression_y,
@@ -215,7 +215,7 @@ class BaseSequenceEstimator(BaseEstimator):
     _tiny_params: dict = {}
     #: Parameters a model file written before they existed takes (the value that
     #: reproduces the model of its day, not today's default); subclasses add theirs.
-    _saved_before = {"test_time_augmentation": 0, "time_warp": 0.0}
+    _saved_before = {"test_time_augmentation": 0, "time_warp": 0.0, "average_epochs": 0}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -562,12 +562,14 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         """The one training loop: AdamW, the task's weighted loss, plateau LR, early stopping.
 
         The bookkeeping lives in :mod:`skfwp._training`: an :class:`ImprovementMonitor`
-        (best epoch, patience, the best weights under ``early_stopping``) and an
+        (best epoch, patience, the best weights under ``early_stopping``), an
         :class:`EpochRollback` (a step with a non-finite loss or gradient rolls the
         epoch back, divides the learning rate by 10 and runs the epoch again, at most
-        ``_MAX_RETRIES`` times per fit). Ctrl-C keeps the best weights so far and
-        warns; callbacks and ``max_time`` end training cleanly after an epoch; training
-        ends on weights whose outputs are finite (:meth:`_ensure_finite`).
+        ``_MAX_RETRIES`` times per fit) and, with ``average_epochs``, a
+        :class:`WeightAverage` whose mean is the fitted weights. Ctrl-C keeps the best
+        weights so far and warns; callbacks and ``max_time`` end training cleanly after
+        an epoch; training ends on weights whose outputs are finite
+        (:meth:`_ensure_finite`).
         """
         module = self.module_
         train_idx, val_idx = self._split(targets, rng)
@@ -586,6 +588,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             self.tol, self.n_iter_no_change, val_idx is not None, score_key
         )
         rollback = EpochRollback(module, optimizer, _MAX_RETRIES)
+        average = WeightAverage(self.average_epochs) if self.average_epochs else None
         self.best_epoch_ = 0
         started, epoch, stop_reason = time.perf_counter(), 0, None
         try:
@@ -609,6 +612,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 record["learning_rate"] = optimizer.param_groups[0]["lr"]
                 record["seconds"] = time.perf_counter() - start
                 self.history_.append(record)
+                if average is not None:
+                    average.update(module)
                 if self.verbose:
                     self._print_epoch(record)
                 stop = monitor.update(record, module)
@@ -631,6 +636,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             stop_reason = "KeyboardInterrupt"
         if monitor.best_state is not None:
             module.load_state_dict(monitor.best_state)
+        elif average is not None and average.state() is not None:
+            module.load_state_dict(average.state())
         self._ensure_finite(data, train_idx, *rollback.fallbacks)
         module.eval()
         self.n_iter_ = len(self.history_)

@@ -131,6 +131,30 @@ def test_time_warp_is_drawn_each_epoch_and_leaves_x_alone():
     )
 
 
+def test_average_epochs_fits_the_mean_of_the_last_epochs_weights():
+    """The fitted weights are the mean of the weights the last epochs ended on, recorded
+    here by a callback (an independent copy)."""
+    X, y = make_tiny_panel()
+    ends = []
+
+    def record(estimator, _):
+        ends.append(copy.deepcopy(estimator.module_.state_dict()))
+
+    clf = GatedNODEClassifier(
+        **SMALL_GATED, average_epochs=3, max_iter=5, callbacks=[record], random_state=0
+    ).fit(X, y)
+    assert len(ends) == 5
+    for key, value in clf.module_.state_dict().items():
+        expected = sum(state[key] for state in ends[-3:]) / 3
+        torch.testing.assert_close(value, expected)
+    plain = clone(clf).set_params(average_epochs=0, callbacks=None).fit(X, y)
+    for key, value in plain.module_.state_dict().items():  # same training, last weights
+        torch.testing.assert_close(value, ends[-1][key])
+    early = clone(clf).set_params(early_stopping=True, callbacks=None).fit(X, y)
+    best = clone(early).set_params(average_epochs=0).fit(X, y)  # the best epoch's weights
+    np.testing.assert_array_equal(early.predict_proba(X), best.predict_proba(X))
+
+
 def test_seed_ensemble_trains_each_member_as_if_alone():
     """Mean of the members' losses under one Adam = each member under its own Adam
     (Adam is per parameter and invariant to the loss's scale, up to its epsilon)."""
