@@ -13,7 +13,6 @@ import torch
 from skfwp.benchmark import (
     RESULT_COLUMNS,
     SUMMARY_COLUMNS,
-    _prepare,
     contenders,
     drop_values,
     main,
@@ -21,6 +20,7 @@ from skfwp.benchmark import (
     run_benchmark,
     summary_columns,
 )
+from skfwp.benchmark.run import _prepare
 from skfwp.datasets import load_sktime_dataset
 from skfwp.path import fill_gaps
 from skfwp.registry import all_classifiers, all_regressors
