@@ -251,6 +251,7 @@ def make_flip_flop(
     pulse_width=3,
     continuous=False,
     noise=0.0,
+    target="sign",
 ):
     """The n-bit flip-flop memory task (Sussillo & Barak 2013; Kim et al. 2023).
 
@@ -281,16 +282,24 @@ def make_flip_flop(
         sign): the continuous-amplitude variant.
     noise : float, default=0.0
         Standard deviation of Gaussian noise added to every value.
+    target : {"sign", "amplitude"}, default="sign"
+        ``"sign"``: a class label per case (classification). ``"amplitude"``: per
+        channel, the signed value of its last pulse (regression; with ``continuous``
+        the task of remembering a continuous quantity, the gated nODE paper's
+        continuous-attractor claim).
 
     Returns
     -------
     X : ndarray of shape (n_cases, n_bits, n_timepoints)
-    y : ndarray of shape (n_cases,)
-        Strings of ``n_bits`` characters, ``"+"`` or ``"-"`` per channel (``"+-"``:
-        channel 0 ended on +1, channel 1 on −1).
+    y : ndarray
+        ``target="sign"``: shape (n_cases,), strings of ``n_bits`` characters, ``"+"``
+        or ``"-"`` per channel (``"+-"``: channel 0 ended on +1, channel 1 on −1).
+        ``target="amplitude"``: floats of shape (n_cases, n_bits), or (n_cases,) for
+        one bit.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from skfwp.datasets import make_flip_flop
     >>> X, y = make_flip_flop(3, n_bits=2, n_timepoints=20, random_state=0)
     >>> X.shape
@@ -300,8 +309,17 @@ def make_flip_flop(
            [ 0,  0,  0,  0,  0,  0, -1, -1, -1,  0,  0,  0]])
     >>> y
     array(['+-', '+-', '--'], dtype='<U2')
+    >>> X, y = make_flip_flop(2, n_bits=1, n_timepoints=20, continuous=True,
+    ...                       target="amplitude", random_state=0)
+    >>> y.round(3)  # each case's last pulse: its value must be held to the end
+    array([ 0.494, -0.933])
+    >>> [round(float(x[0, np.flatnonzero(x[0])[-1]]), 3) for x in X]
+    [0.494, -0.933]
     """
     from sklearn.utils import check_random_state
+
+    if target not in ("sign", "amplitude"):
+        raise ValueError(f"target must be 'sign' or 'amplitude', got {target!r}.")
 
     if n_bits < 1 or n_cases < 1:
         raise ValueError(f"n_cases and n_bits must be >= 1, got {n_cases} and {n_bits}.")
@@ -315,6 +333,7 @@ def make_flip_flop(
     n_onsets = n_timepoints - pulse_width + 1  # onsets where a whole pulse fits
     X = np.zeros((n_cases, n_bits, n_timepoints))
     y = np.empty((n_cases, n_bits), dtype="<U1")
+    amplitude = np.empty((n_cases, n_bits))
     for case in range(n_cases):
         for bit in range(n_bits):
             n_pulses = max(rng.poisson(pulse_rate * n_onsets), 1)
@@ -324,8 +343,11 @@ def make_flip_flop(
             for onset, value in zip(onsets, signs * sizes, strict=True):
                 X[case, bit, onset : onset + pulse_width] = value
             y[case, bit] = "+" if signs[-1] > 0 else "-"
+            amplitude[case, bit] = signs[-1] * sizes[-1]
     if noise:
         X += noise * rng.normal(size=X.shape)
+    if target == "amplitude":
+        return X, amplitude[:, 0] if n_bits == 1 else amplitude
     return X, np.array(["".join(bits) for bits in y])
 
 

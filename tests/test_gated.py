@@ -354,7 +354,24 @@ def test_flip_flop_is_deterministic_and_continuous_variant():
     np.testing.assert_array_equal(y, expected)
 
 
+def test_flip_flop_amplitude_target_is_the_last_pulse_value():
+    """target="amplitude": the value of each channel's last pulse (regression), from
+    the same draws as the class labels."""
+    X, y = make_flip_flop(60, n_bits=2, random_state=5, continuous=True, target="amplitude")
+    _, labels = make_flip_flop(60, n_bits=2, random_state=5, continuous=True)
+    assert y.shape == (60, 2) and y.dtype == np.float64
+    nonzero = X != 0
+    last = X.shape[2] - 1 - np.argmax(nonzero[:, :, ::-1], axis=2)
+    np.testing.assert_array_equal(y, np.take_along_axis(X, last[..., None], axis=2)[..., 0])
+    signs = np.array([["+" if v > 0 else "-" for v in row] for row in y])
+    np.testing.assert_array_equal(["".join(row) for row in signs], labels)
+    _, y1 = make_flip_flop(10, n_bits=1, random_state=0, target="amplitude")
+    assert y1.shape == (10,) and set(np.abs(y1)) == {1.0}
+
+
 def test_flip_flop_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="target must be"):
+        make_flip_flop(5, target="magnitude")
     with pytest.raises(ValueError, match="pulse_width"):
         make_flip_flop(5, n_timepoints=10, pulse_width=11)
     with pytest.raises(ValueError, match="n_bits"):
