@@ -22,7 +22,16 @@ SUMMARY_COLUMNS = [
 
 
 def summary_columns(task="classification"):
-    """The columns of :func:`summarize`'s table for ``task``."""
+    """The columns of :func:`summarize`'s table for ``task``.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}, default="classification"
+
+    Returns
+    -------
+    list of str
+    """
     if task == "classification":
         return list(SUMMARY_COLUMNS)
     at = SUMMARY_COLUMNS.index("accuracy_mean")
@@ -36,7 +45,19 @@ def _task_of(frame):
 
 
 def summarize(results):
-    """Mean and std (ddof=1; 0 for a single run) over seeds, per dataset and estimator."""
+    """Mean and std (ddof=1; 0 for a single run) over seeds, per dataset and estimator.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        :func:`~skfwp.benchmark.run_benchmark`'s rows (the task is read from its
+        columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :func:`summary_columns` of the task.
+    """
     task = _task_of(results)
     metric = TASK_METRICS[task]
     grouped = results.groupby(["dataset", "classifier"], sort=False)
@@ -54,7 +75,21 @@ def summarize(results):
 
 
 def markdown_table(summary, settings, notes):
-    """The summary as a markdown document: settings line, table, notes."""
+    """The summary as a markdown document: settings line, table, notes.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`summarize`'s table.
+    settings : str
+        One line on how the run was made.
+    notes : list of str
+        Lines under the table (:func:`report_notes`).
+
+    Returns
+    -------
+    str
+    """
     regression = _task_of(summary) == "regression"
     metric = "rmse" if regression else "accuracy"
     head = "RMSE (mean ± std) | R²" if regression else "accuracy (mean ± std)"
@@ -83,6 +118,13 @@ def plot_accuracy(summary, path):
     """Grouped bars: accuracy (RMSE) mean ± std per dataset, one bar per estimator (PNG).
 
     Drawn on an Agg canvas without pyplot, so no global backend is switched.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`summarize`'s table.
+    path : str or path-like
+        The PNG file written.
     """
     from matplotlib.figure import Figure
 

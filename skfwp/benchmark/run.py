@@ -43,7 +43,16 @@ RESULT_COLUMNS = [
 
 
 def result_columns(task="classification"):
-    """The columns of :func:`run_benchmark`'s results for ``task``."""
+    """The columns of :func:`run_benchmark`'s results for ``task``.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}, default="classification"
+
+    Returns
+    -------
+    list of str
+    """
     if task == "classification":
         return list(RESULT_COLUMNS)
     at = RESULT_COLUMNS.index("accuracy")
