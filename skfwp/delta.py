@@ -49,6 +49,13 @@ learning_rule : {{"delta", "hebb", "oja", "hebb_released", "oja_released"}}, def
         ``dX/ds`` as the reference code does, which a long smooth series makes so
         small that keys and rates barely see the data (:mod:`skfwp.nn.delta`; the
         measurements are in docs/models/continuous_delta.md).
+    initial_map : bool, default=False
+        Start from ``W(0)`` programmed by a learned linear map ``L`` of the first
+        observation: the slow net reads ``p = L X(0) + b_L`` as both its key/rate
+        input and its value input (the released EigenWorms model; with
+        ``post_tanh=True``, ``logsig_window=4``, ``logsig_depth=1`` that model's
+        configuration, docs/reproducing.md). False: ``W(0)`` from the path's
+        first derivative and value, as every later step.
     solver_backend : {{"auto", "fast", "generic"}}, default="auto"
         ``"fast"``: a fast path (:mod:`skfwp.nn.fast_solver`) that evaluates the slow
         net's input terms at every solver stage in one batched call: for a learning
@@ -75,6 +82,7 @@ class _DeltaModel(SolverBackendMixin):
         "ff_dim": None,
         "readout": "matrix",
         "standardize_derivative": True,
+        "initial_map": False,
         "solver_backend": "auto",
         "hidden_size": 64,
     }
@@ -89,6 +97,7 @@ class _DeltaModel(SolverBackendMixin):
         "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "readout": [StrOptions(set(READOUTS))],
         "standardize_derivative": ["boolean"],
+        "initial_map": ["boolean"],
         "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
     }
 
@@ -114,6 +123,7 @@ class _DeltaModel(SolverBackendMixin):
             post_tanh=self.post_tanh,
             variant=self.variant,
             readout=self.readout,
+            initial_map=self.initial_map,
             derivative_scale=(
                 [1.0 / r for r in self.input_path_.increment_rms_]
                 if self.standardize_derivative

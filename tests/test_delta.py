@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_path
+from conftest import make_path, make_tiny_panel
 from sklearn.pipeline import make_pipeline
 
 from skfwp import ChannelStandardScaler, ContinuousDeltaClassifier
@@ -99,6 +99,37 @@ def test_initial_state_is_one_hebbian_step():
     W0 = model.initial_state(path)
     k, v, beta = model.keys_values_rates(path.derivative(0.0), path.evaluate(0.0))
     torch.testing.assert_close(W0, beta[..., None, None] * torch.einsum("bhi,bhj->bhij", v, k))
+
+
+def test_initial_map_programs_w0_from_a_linear_map_of_the_first_observation():
+    """initial_map (the released EigenWorms model): ``p = L X(0) + b_L``, then by hand
+    ``a = LayerNorm(W_in p + b_in)``, ``[k~, b~] = W_kb a``, ``k = softmax(k~)``,
+    ``beta = sigmoid(b~)``, ``v = tanh(W_v p + b_v)`` and ``W(0) = beta v kᵀ``."""
+    ip, path = make_path(6, [5, 4])
+    model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2, initial_map=True)
+    model = model.double()
+    p = path.evaluate(0.0) @ model.initial_map.weight.T + model.initial_map.bias
+    a = torch.nn.functional.layer_norm(
+        p @ model.in_proj.weight.T + model.in_proj.bias,
+        (8,),
+        model.in_norm.weight,
+        model.in_norm.bias,
+        model.in_norm.eps,
+    )
+    kb = (a @ model.key_rate.weight.T).reshape(2, 2, 5)  # (batch, heads, d + 1)
+    k, beta = torch.softmax(kb[..., :4], -1), torch.sigmoid(kb[..., 4])
+    v = torch.tanh(p @ model.value.weight.T + model.value.bias).reshape(2, 2, 4)
+    expected = beta[..., None, None] * torch.einsum("bhi,bhj->bhij", v, k)
+    torch.testing.assert_close(model.initial_state(path), expected)
+    plain = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2)
+    assert plain.initial_map is None
+    X, y = make_tiny_panel()
+    small = {"hidden_size": 8, "n_heads": 2, "ff_dim": 8, "initial_map": True, "random_state": 0}
+    clf = ContinuousDeltaClassifier(**small, max_iter=2).fit(X, y)
+    start = ContinuousDeltaClassifier(**small, max_iter=1, learning_rate_init=1e-12).fit(X, y)
+    # the estimator builds its module with the map, and training moves the map
+    assert clf.module_.initial_map is not None
+    assert not torch.allclose(start.module_.initial_map.weight, clf.module_.initial_map.weight)
 
 
 @pytest.mark.parametrize("rule", ["hebb_released", "oja_released"])

@@ -29,7 +29,9 @@ input: ``a = LayerNorm(W_in u + R y + b_in)``. Design choice: the query ``q`` th
 (and at readout) comes from ``a0 = LayerNorm(W_in u + b_in)``, which keeps ``q``
 from depending on itself.
 
-Initial state: one Hebbian step from the first observation, ``W(0) = beta v kᵀ``.
+Initial state: one Hebbian step from the first observation, ``W(0) = beta v kᵀ``
+(with ``initial_map``, from ``p = L X(0) + b_L``, ``L`` learned, in place of both
+slow-net inputs: the released EigenWorms model).
 
 The derivative (design choice): the slow net reads ``u = c ⊙ dX/ds``, ``s`` the
 path's index parameter, with a fixed per-channel scale ``c`` (``derivative_scale``).
@@ -176,6 +178,10 @@ class ContinuousFWP(nn.Module):
     readout : {"query", "matrix"}
         Read the final fast weights with one query from the path (``"query"``) or
         whole (``"matrix"``; module docstring).
+    initial_map : bool
+        ``W(0)`` from a learned linear map ``L`` of the first observation, read by the
+        slow net as keys, rates and values (:meth:`initial_state`; the released
+        EigenWorms model).
 
     Notes
     -----
@@ -213,6 +219,7 @@ class ContinuousFWP(nn.Module):
         variant="cde",
         derivative_scale=1.0,
         readout="query",
+        initial_map=False,
     ):
         super().__init__()
         if hidden_size % n_heads:
@@ -251,6 +258,7 @@ class ContinuousFWP(nn.Module):
         self.out_proj = nn.Linear(read, hidden_size, bias=False)  # W_o
         self.ff = FeedForward(hidden_size, 4 * hidden_size if ff_dim is None else ff_dim)
         self.output = nn.Linear(hidden_size, n_outputs)  # W_c
+        self.initial_map = nn.Linear(n_channels, n_channels) if initial_map else None  # L
 
     # -- slow net ---------------------------------------------------------------------
     def _heads(self, x):
@@ -309,8 +317,13 @@ class ContinuousFWP(nn.Module):
 
         (Every rule reads ``beta v kᵀ`` at ``W = 0``, with its own ``beta``, ``v`` and
         ``k``: ``tanh(v~)`` for ``post_tanh``, the raw rate for ``"hebb_released"``.)
+        With ``initial_map``, the slow net reads ``p = L X(0) + b_L`` as both its
+        key/rate input and its value input (the released EigenWorms model).
         """
-        u, x = self._drive(path, 0.0)
+        if self.initial_map is not None:
+            u = x = self.initial_map(path.evaluate(0.0))
+        else:
+            u, x = self._drive(path, 0.0)
         k, v, beta = self.keys_values_rates(u, x)
         zero = v.new_zeros(v.shape + v.shape[-1:])
         return learning_rule_update(self.learning_rule, zero, k, v, beta, self.post_tanh)
