@@ -61,21 +61,6 @@ def test_05_ncode_annuli_tiny(tmp_path):
     assert width > 2 * height  # a real PNG, three panels side by side
 
 
-def test_10_gnode_continuous_memory_tiny(tmp_path):
-    output = tmp_path / "memory.png"
-    results = load_example("10").main(
-        n_train=32, n_test=32, n_timepoints=20, max_iter=1, output=str(output)
-    )
-    assert set(results) == {"gnODE", "nODE"}
-    for r in results.values():
-        assert r["r2"] <= 1.0 and r["fit_seconds"] > 0
-        assert r["fixed_points"].points.shape[1] == 2
-    from matplotlib.image import imread
-
-    height, width = imread(output).shape[:2]
-    assert width > 1.8 * height  # two panels side by side
-
-
 def test_09_save_and_load(tmp_path):
     path, same, size = load_example("09").main(max_iter=1, path=str(tmp_path / "m.skfwp"))
     assert same and size > 0 and Path(path).exists()

@@ -173,12 +173,18 @@ def test_a_regressor_is_drawn_by_value(flip_flop):
     np.testing.assert_allclose(score_ax.lines[0].get_ydata(), reg.validation_scores_)
 
 
-def test_example_runs_on_a_tiny_budget(tmp_path):
+@pytest.mark.parametrize("task", ["bits", "value"])
+def test_example_runs_on_a_tiny_budget(task, tmp_path):
     spec = importlib.util.spec_from_file_location("gnode_flip_flop", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     output = tmp_path / "flip_flop.png"
-    results = example.main(n_train=16, n_test=16, n_timepoints=20, max_iter=1, output=output)
+    results = example.main(
+        n_train=16, n_test=16, n_timepoints=20, max_iter=1, output=output, task=task
+    )
     assert set(results) == {"gnODE", "nODE"}
-    assert all(0 <= r["accuracy"] <= 1 for r in results.values())
-    assert plt.imread(output).shape[0] > 100
+    for r in results.values():  # accuracy in [0, 1]; R² at most 1
+        assert r["score"] <= 1 and (task == "value" or r["score"] >= 0)
+        assert r["fixed_points"].points.shape[1] == 2
+    height, width = plt.imread(output).shape[:2]
+    assert height > 100 and width > 1.8 * height  # two panels side by side

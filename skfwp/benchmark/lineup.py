@@ -11,11 +11,41 @@ import numpy as np
 from ..preprocessing import ChannelStandardScaler
 from ..registry import all_estimators
 
-__all__ = ["TASK_METRICS", "Contender", "contenders"]
+__all__ = ["TASK_METRICS", "Contender", "contenders", "task_columns"]
 
 #: The tasks and each one's test score (a column of the results): accuracy, or the root
 #: mean squared error of a regressor (R² beside it).
 TASK_METRICS = {"classification": "accuracy", "regression": "rmse"}
+
+
+def task_columns(columns, task, accuracy, regression):
+    """``columns`` for ``task``: the run of ``accuracy`` columns swapped for
+    ``regression``'s when ``task`` is regression.
+
+    Parameters
+    ----------
+    columns : list of str
+        A classification table's columns.
+    task : {"classification", "regression"}
+    accuracy : list of str
+        Consecutive entries of ``columns`` that hold the accuracy.
+    regression : list of str
+        What a regression table has in their place.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from skfwp.benchmark.lineup import task_columns
+    >>> task_columns(["dataset", "accuracy", "seconds"], "regression", ["accuracy"], ["rmse", "r2"])
+    ['dataset', 'rmse', 'r2', 'seconds']
+    """
+    if task == "classification":
+        return list(columns)
+    at = columns.index(accuracy[0])
+    return [*columns[:at], *regression, *columns[at + len(accuracy) :]]
 
 
 @dataclasses.dataclass(frozen=True)

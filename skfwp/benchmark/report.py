@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lineup import TASK_METRICS
+from .lineup import TASK_METRICS, task_columns
 from .run import MISSING_SEED
 
 __all__ = ["markdown_table", "plot_accuracy", "report_notes", "summarize", "summary_columns"]
@@ -32,10 +32,8 @@ def summary_columns(task="classification"):
     -------
     list of str
     """
-    if task == "classification":
-        return list(SUMMARY_COLUMNS)
-    at = SUMMARY_COLUMNS.index("accuracy_mean")
-    return [*SUMMARY_COLUMNS[:at], "rmse_mean", "rmse_std", "r2_mean", *SUMMARY_COLUMNS[at + 2 :]]
+    accuracy = ["accuracy_mean", "accuracy_std"]
+    return task_columns(SUMMARY_COLUMNS, task, accuracy, ["rmse_mean", "rmse_std", "r2_mean"])
 
 
 def _task_of(frame):

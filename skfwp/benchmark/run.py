@@ -10,7 +10,7 @@ import numpy as np
 from ..datasets import SKTIME_DATASETS, load_dataset
 from ..path import fill_gaps
 from ..registry import all_estimators
-from .lineup import contenders
+from .lineup import contenders, task_columns
 
 __all__ = ["drop_values", "result_columns", "run_benchmark"]
 
@@ -53,10 +53,7 @@ def result_columns(task="classification"):
     -------
     list of str
     """
-    if task == "classification":
-        return list(RESULT_COLUMNS)
-    at = RESULT_COLUMNS.index("accuracy")
-    return [*RESULT_COLUMNS[:at], "rmse", "r2", *RESULT_COLUMNS[at + 1 :]]
+    return task_columns(RESULT_COLUMNS, task, ["accuracy"], ["rmse", "r2"])
 
 
 def _as_cases(X):
