@@ -177,10 +177,10 @@ hidden_size : int, default={hidden_size}
         :class:`skfwp.nn.ensemble.SeedEnsemble`.
     test_time_augmentation : int, default={test_time_augmentation}
         At prediction, average the predictions (a classifier's class probabilities, a
-        regressor's outputs) of the full path and of this many copies with observations
-        dropped as in training (``observation_dropout``; with ``observation_dropout=0``
-        there is nothing to drop and the full path alone is read). A case's drops come
-        from a generator seeded by its own values, so it predicts the same alone, in any
+        regressor's outputs) of the full path and of this many copies augmented as in
+        training (``time_warp``, then ``observation_dropout``; with both 0 there is
+        nothing to augment and the full path alone is read). A case's draws come from
+        a generator seeded by its own values, so it predicts the same alone, in any
         batch and at every call. 0: the full path only. Costs this many extra
         predictions; fit is unchanged. The validation score of ``early_stopping`` reads
         the full path only."""

@@ -56,7 +56,7 @@ from ._validation import (
     resolve_device,
 )
 from .nn.ensemble import SeedEnsemble
-from .path import InputPath, read_at, warp_positions
+from .path import WARP_PIECES, InputPath, read_at, warp_positions
 from .registry import register
 
 __all__ = [
@@ -486,24 +486,36 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         w = math.ceil((int(lengths.max()) - 1) / AUTO_WINDOW_STEPS)
         return w if w > 1 else None
 
+    def _augments(self):
+        """Whether training reads augmented copies (``time_warp``, ``observation_dropout``)."""
+        return self.time_warp > 0 or self.observation_dropout > 0
+
     def _epoch_data(self, X, lengths):
-        """``epoch_data(rng) -> PathData`` for one training epoch: a fresh draw of
-        ``time_warp`` and then of ``observation_dropout`` (the caller's ``X`` is not
-        modified); None without either."""
-        if self.observation_dropout == 0 and self.time_warp == 0:
+        """``epoch_data(rng) -> PathData`` for one training epoch: a fresh draw of the
+        augmentation (:meth:`_augmented`; the caller's ``X`` is not modified); None
+        without augmentation."""
+        if not self._augments():
             return None
 
         def epoch_data(rng):
-            augmented = X
-            if self.time_warp > 0:
-                positions = warp_positions(lengths, self.time_warp, rng)
-                augmented = read_at(X, lengths, positions, keep=self.time_channel)
-            if self.observation_dropout > 0:
-                uniforms = rng.random((X.shape[0], X.shape[2]))
-                augmented = self._dropped(augmented, lengths, uniforms)
-            return self.input_path_.transform(augmented, lengths)
+            normals = rng.standard_normal((X.shape[0], WARP_PIECES))
+            uniforms = rng.random((X.shape[0], X.shape[2]))
+            return self.input_path_.transform(
+                self._augmented(X, lengths, uniforms, normals), lengths
+            )
 
         return epoch_data
+
+    def _augmented(self, X, lengths, uniforms, normals):
+        """A copy of ``X`` read at warped times (``time_warp``: log-slopes ``time_warp *
+        normals``, (n_cases, :data:`~skfwp.path.WARP_PIECES`)), then with observations
+        dropped where ``uniforms`` (n_cases, n) fall below ``observation_dropout``."""
+        if self.time_warp > 0:
+            positions = warp_positions(lengths, self.time_warp * normals)
+            X = read_at(X, lengths, positions, keep=self.time_channel)
+        if self.observation_dropout > 0:
+            X = self._dropped(X, lengths, uniforms)
+        return X
 
     def _dropped(self, X, lengths, uniforms):
         """A copy of ``X`` without the observations whose ``uniforms`` (n_cases, n) fall
@@ -769,22 +781,28 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return outputs
 
     def _augmented_outputs(self, X, lengths):
-        """:meth:`_path_outputs`, or with ``test_time_augmentation`` the full path and the
-        dropped copies (:meth:`_case_uniforms`) combined as members are (:meth:`_combine`:
-        a classifier's mean probability, a regressor's mean output)."""
+        """:meth:`_path_outputs`, or with ``test_time_augmentation`` the full path and its
+        augmented copies (:meth:`_augmented`, drawn by :meth:`_case_draws`) combined as
+        members are (:meth:`_combine`: a classifier's mean probability, a regressor's
+        mean output)."""
         outputs = self._path_outputs(X, lengths)
-        n_copies = self.test_time_augmentation if self.observation_dropout > 0 else 0
+        n_copies = self.test_time_augmentation if self._augments() else 0
         if not n_copies:
             return outputs
-        uniforms = self._case_uniforms(X, lengths, n_copies)
-        copies = [self._path_outputs(self._dropped(X, lengths, u), lengths) for u in uniforms]
+        draws = zip(*self._case_draws(X, lengths, n_copies), strict=True)
+        copies = [
+            self._path_outputs(self._augmented(X, lengths, uniforms, normals), lengths)
+            for uniforms, normals in draws
+        ]
         return self._combine(torch.stack([outputs, *copies]))
 
     @staticmethod
-    def _case_uniforms(X, lengths, n_copies):
-        """``(n_copies, n_cases, n)`` uniforms, each case's from a generator seeded by a
-        digest of its own observed values (so they do not depend on the batch)."""
+    def _case_draws(X, lengths, n_copies):
+        """``(n_copies, n_cases, n)`` uniforms and ``(n_copies, n_cases, WARP_PIECES)``
+        normals, each case's from a generator seeded by a digest of its own observed
+        values (so they do not depend on the batch)."""
         uniforms = np.empty((n_copies, X.shape[0], X.shape[2]))
+        normals = np.empty((n_copies, X.shape[0], WARP_PIECES))
         for i, n_i in enumerate(lengths):
             case = np.array(X[i, :, :n_i], dtype=np.float64) + 0.0  # -0.0 hashes as 0.0
             case[np.isnan(case)] = np.nan  # one NaN bit pattern
@@ -792,7 +810,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             rng = np.random.default_rng(int.from_bytes(digest, "little"))
             uniforms[:, i, :n_i] = rng.random((n_copies, n_i))  # not the padded width
             uniforms[:, i, n_i:] = 1.0  # past the case's end: nothing to drop
-        return uniforms
+            normals[:, i] = rng.standard_normal((n_copies, WARP_PIECES))
+        return uniforms, normals
 
     def _predict_batch(self, data, index):
         """Outputs of one batch; a case that breaks the solver gets a row of NaN, alone."""

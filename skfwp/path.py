@@ -59,6 +59,7 @@ from .nn.path import PathData
 __all__ = [
     "INTERPOLATIONS",
     "LOGSIG_DEPTHS",
+    "WARP_PIECES",
     "InputPath",
     "fill_gaps",
     "logsig_windows",
@@ -110,44 +111,48 @@ def fill_gaps(x, lengths=None):
     return np.where(obs, x, out)
 
 
-def warp_positions(lengths, strength, rng, n_pieces=4):
-    """Random time warps: where each case is read, in its own observation index.
+#: Stretches of a time warp (:func:`warp_positions`).
+WARP_PIECES = 4
+
+
+def warp_positions(lengths, log_slopes):
+    """Time warps: where each case is read, in its own observation index.
 
     Case ``i`` (``n_i`` observations) is read at ``s = φ_i(0), φ_i(1), ...,
     φ_i(n_i - 1)``, with ``φ_i`` an increasing piecewise-linear map of ``[0, n_i - 1]``
-    onto itself: ``n_pieces`` equal stretches of the output, whose slopes are
-    ``exp(strength * z)`` (``z`` standard normal, one per stretch) rescaled so that
-    they add up to the whole. Every slope is positive, so the map keeps the order of
-    observations and its ends; ``strength=0.2`` speeds a stretch up or slows it down
-    by about 20 %. The analogue, for a continuous-time model, of window warping
-    (Le Guennec et al. 2016; Iwana & Uchida 2021).
+    onto itself: equal stretches of the output, one per column of ``log_slopes``,
+    whose slopes are ``exp(log_slopes)`` rescaled so that they add up to the whole.
+    Every slope is positive, so the map keeps the order of observations and its ends.
+    Random log-slopes ``σ z`` (``z`` standard normal) speed each stretch up or slow
+    it down by about ``σ``: the analogue, for a continuous-time model, of window
+    warping (Le Guennec et al. 2016; Iwana & Uchida 2021).
 
     Parameters
     ----------
     lengths : ndarray of int, shape (n_cases,)
-    strength : float
-        Standard deviation of the log-slopes.
-    rng : numpy.random.Generator
-    n_pieces : int, default=4
+    log_slopes : ndarray of shape (n_cases, n_pieces)
 
     Returns
     -------
     ndarray of shape (n_cases, max(lengths))
         Fractional positions, increasing from 0 to ``n_i - 1`` within each case's
-        length; past it, the case's own positions ``n_i - 1`` (padding).
+        length; past it, the case's own last position ``n_i - 1`` (padding).
 
     Examples
     --------
     >>> import numpy as np
     >>> from skfwp.path import warp_positions
-    >>> s = warp_positions(np.array([9, 5]), 0.3, np.random.default_rng(0))
-    >>> s[:, [0, -1]].tolist(), s[1, 4:].tolist(), bool((np.diff(s[0]) > 0).all())
-    ([[0.0, 8.0], [0.0, 4.0]], [4.0, 4.0, 4.0, 4.0, 4.0], True)
+    >>> s = warp_positions(np.array([9, 5]), np.log([[1, 1, 1, 1], [3, 1, 1, 1]]))
+    >>> s[0].tolist()  # equal slopes: every observation where it was
+    [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    >>> s[1].round(2).tolist()  # the first stretch runs 3 times as fast as the others
+    [0.0, 2.0, 2.67, 3.33, 4.0, 4.0, 4.0, 4.0, 4.0]
     """
     lengths = np.asarray(lengths)
-    n_cases, n = len(lengths), int(lengths.max())
-    slopes = np.exp(strength * rng.standard_normal((n_cases, n_pieces)))
-    knots = np.concatenate([np.zeros((n_cases, 1)), np.cumsum(slopes, axis=1)], axis=1)
+    n_pieces = log_slopes.shape[1]
+    n = int(lengths.max())
+    slopes = np.exp(log_slopes)
+    knots = np.concatenate([np.zeros((len(lengths), 1)), np.cumsum(slopes, axis=1)], axis=1)
     knots /= knots[:, -1:]  # phi at the stretch boundaries, from 0 to 1
     u = np.minimum(np.arange(n) / np.maximum(lengths - 1, 1)[:, None], 1.0)  # (n_cases, n)
     piece = np.minimum((u * n_pieces).astype(int), n_pieces - 1)
@@ -158,7 +163,7 @@ def warp_positions(lengths, strength, rng, n_pieces=4):
 
 
 def read_at(X, lengths, positions, keep=None):
-    """``X`` read at fractional observation ``positions`` (from :func:`warp_positions`).
+    """``X`` read at fractional observation ``positions`` (:func:`warp_positions`).
 
     Each channel is gap-filled first (:func:`fill_gaps`), then read linearly between
     the two neighbouring observations; a value is missing (NaN) where the nearest

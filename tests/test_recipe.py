@@ -13,7 +13,7 @@ from sklearn.base import clone
 from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier, base
 from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
-from skfwp.path import read_at, warp_positions
+from skfwp.path import WARP_PIECES, read_at, warp_positions
 
 SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,)}
 
@@ -71,21 +71,25 @@ def test_observation_dropout_draws_keep_ends_and_time_and_leave_x_alone():
     assert torch.equal(data.coeffs, expected.coeffs)
 
 
-def test_warp_positions_are_increasing_maps_with_the_asked_spread():
+def test_warp_positions_are_increasing_maps_with_the_given_slopes():
     lengths = np.array([50, 20, 2])
-    s = warp_positions(lengths, 0.3, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    s = warp_positions(lengths, 0.3 * rng.standard_normal((3, WARP_PIECES)))
     assert s.shape == (3, 50)
     for i, n in enumerate(lengths):
         assert s[i, 0] == 0 and s[i, n - 1] == pytest.approx(n - 1)  # ends stay
         assert (np.diff(s[i, :n]) > 0).all()  # order stays
         assert (s[i, n:] == s[i, n - 1]).all()  # padding
-    identity = warp_positions(lengths, 0.0, np.random.default_rng(0))
+    identity = warp_positions(lengths, np.zeros((3, WARP_PIECES)))
     np.testing.assert_allclose(identity[0], np.arange(50))
-    # the slope of each of the four stretches is exp(0.3 z) up to a common factor:
-    # across many cases, log-slope differences between stretches have std 0.3 * sqrt(2)
-    s = warp_positions(np.full(4000, 41), 0.3, np.random.default_rng(1))
-    slopes = np.diff(s[:, [0, 10, 20, 30, 40]], axis=1) / 10  # 40 steps, 4 stretches
-    assert np.std(np.log(slopes[:, 1] / slopes[:, 0])) == pytest.approx(0.3 * np.sqrt(2), rel=0.05)
+    # each stretch's slope is exp(log_slope) up to a common factor: with 4 stretches
+    # of 10 steps in 40, the ratio of two stretches' slopes is exp of their difference
+    log_slopes = rng.normal(size=(5, WARP_PIECES))
+    s = warp_positions(np.full(5, 41), log_slopes)
+    slopes = np.diff(s[:, [0, 10, 20, 30, 40]], axis=1) / 10
+    np.testing.assert_allclose(
+        np.log(slopes[:, 1:] / slopes[:, :1]), log_slopes[:, 1:] - log_slopes[:, :1], atol=1e-12
+    )
 
 
 def test_read_at_interpolates_keeps_missing_and_the_time_channel():
@@ -94,7 +98,7 @@ def test_read_at_interpolates_keeps_missing_and_the_time_channel():
     X[1, :, 9:] = np.nan  # case 1 has 9 observations
     X[0, 1, 4] = np.nan  # a missing value
     lengths = np.array([12, 9])
-    positions = warp_positions(lengths, 0.4, rng)
+    positions = warp_positions(lengths, 0.4 * rng.standard_normal((2, WARP_PIECES)))
     out = read_at(X, lengths, positions, keep=2)
     for i, n in enumerate(lengths):
         for c in (0, 1):  # np.interp over the observed values of the channel
@@ -120,7 +124,8 @@ def test_time_warp_is_drawn_each_epoch_and_leaves_x_alone():
     arr, lengths = check_X(X)
     draw = clf._epoch_data(arr, lengths)
     data = draw(np.random.default_rng(3))
-    positions = warp_positions(lengths, 0.3, np.random.default_rng(3))
+    normals = np.random.default_rng(3).standard_normal((len(lengths), WARP_PIECES))
+    positions = warp_positions(lengths, 0.3 * normals)
     expected = clf.input_path_.transform(read_at(arr, lengths, positions), lengths)
     assert torch.equal(data.coeffs, expected.coeffs)
     assert not torch.equal(data.coeffs, draw(np.random.default_rng(4)).coeffs)
@@ -275,12 +280,15 @@ def test_test_time_augmentation_averages_the_copies_probabilities(augmented_fit,
 
     # no observation dropped: every copy is the full path
     def uniforms(value):
-        return staticmethod(lambda X, lengths, k: np.full((k, len(X), X.shape[2]), value))
+        def draws(X, lengths, k):
+            return np.full((k, len(X), X.shape[2]), value), np.zeros((k, len(X), 4))
 
-    monkeypatch.setattr(type(clf), "_case_uniforms", uniforms(1.0))
+        return staticmethod(draws)
+
+    monkeypatch.setattr(type(clf), "_case_draws", uniforms(1.0))
     np.testing.assert_allclose(clf.predict_proba(X), full, atol=1e-6)
     # every inner observation dropped: the mean of the full path and the two-point path
-    monkeypatch.setattr(type(clf), "_case_uniforms", uniforms(0.0))
+    monkeypatch.setattr(type(clf), "_case_draws", uniforms(0.0))
     ends_only = X.copy()
     ends_only[:, :, 1:-1] = np.nan
     expected = (full + 3 * plain.predict_proba(ends_only)) / 4

@@ -12,6 +12,7 @@ from test_common import EXPECTED_FAILED_CLASSIFIER
 
 import skfwp
 from skfwp import ChannelStandardScaler
+from skfwp.path import read_at, warp_positions
 from skfwp.registry import all_regressors
 
 REGRESSORS = all_regressors()
@@ -106,12 +107,27 @@ def test_test_time_augmentation_averages_outputs(fitted):
     )
     plain = pickle.loads(pickle.dumps(augmented)).set_params(test_time_augmentation=0)
     lengths = np.full(len(X), X.shape[2])
-    copies = [X] + [
-        plain._dropped(X, lengths, u) for u in plain._case_uniforms(X, lengths, n_copies=3)
-    ]
+    uniforms, _ = plain._case_draws(X, lengths, n_copies=3)
+    copies = [X] + [plain._dropped(X, lengths, u) for u in uniforms]
     expected = np.mean([plain.predict(c) for c in copies], axis=0)
     np.testing.assert_allclose(augmented.predict(X), expected, rtol=1e-6, atol=1e-6)
     assert not np.allclose(expected, plain.predict(X))  # the copies did count
+
+
+def test_test_time_augmentation_warps_the_copies_as_training_does(fitted):
+    """With time_warp, each copy is read at its case-seeded warped times (then dropped):
+    the prediction is the mean of the full path's and the copies' outputs."""
+    reg, X, _ = fitted
+    augmented = pickle.loads(pickle.dumps(reg)).set_params(
+        observation_dropout=0.0, time_warp=0.3, test_time_augmentation=2
+    )
+    plain = pickle.loads(pickle.dumps(augmented)).set_params(test_time_augmentation=0)
+    lengths = np.full(len(X), X.shape[2])
+    _, normals = plain._case_draws(X, lengths, n_copies=2)
+    copies = [X] + [read_at(X, lengths, warp_positions(lengths, 0.3 * z)) for z in normals]
+    expected = np.mean([plain.predict(c) for c in copies], axis=0)
+    np.testing.assert_allclose(augmented.predict(X), expected, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(expected, plain.predict(X))
 
 
 def test_save_load_and_pickle_round_trip(fitted, tmp_path):
