@@ -497,12 +497,12 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if not self._augments():
             return None
 
-        def epoch_data(rng):
-            normals = rng.standard_normal((X.shape[0], WARP_PIECES))
-            uniforms = rng.random((X.shape[0], X.shape[2]))
-            return self.input_path_.transform(
-                self._augmented(X, lengths, uniforms, normals), lengths
-            )
+        def epoch_data(rng):  # normals only with a warp: the dropout draws stay as they were
+            n_cases, warp, drop = X.shape[0], self.time_warp > 0, self.observation_dropout > 0
+            normals = rng.standard_normal((n_cases, WARP_PIECES)) if warp else None
+            uniforms = rng.random((n_cases, X.shape[2])) if drop else None
+            augmented = self._augmented(X, lengths, uniforms, normals)
+            return self.input_path_.transform(augmented, lengths)
 
         return epoch_data
 
