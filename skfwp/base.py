@@ -511,7 +511,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         normals``, (n_cases, :data:`~skfwp.path.WARP_PIECES`)), then with observations
         dropped where ``uniforms`` (n_cases, n) fall below ``observation_dropout``."""
         if self.time_warp > 0:
-            positions = warp_positions(lengths, self.time_warp * normals)
+            positions = warp_positions(lengths, self.time_warp * normals, X.shape[2])
             X = read_at(X, lengths, positions, keep=self.time_channel)
         if self.observation_dropout > 0:
             X = self._dropped(X, lengths, uniforms)

@@ -115,7 +115,7 @@ def fill_gaps(x, lengths=None):
 WARP_PIECES = 4
 
 
-def warp_positions(lengths, log_slopes):
+def warp_positions(lengths, log_slopes, n_timepoints=None):
     """Time warps: where each case is read, in its own observation index.
 
     Case ``i`` (``n_i`` observations) is read at ``s = φ_i(0), φ_i(1), ...,
@@ -131,10 +131,13 @@ def warp_positions(lengths, log_slopes):
     ----------
     lengths : ndarray of int, shape (n_cases,)
     log_slopes : ndarray of shape (n_cases, n_pieces)
+    n_timepoints : int, default=None
+        Width of the returned array (that of the panel read, which may carry
+        padding past every case); None: ``max(lengths)``.
 
     Returns
     -------
-    ndarray of shape (n_cases, max(lengths))
+    ndarray of shape (n_cases, n_timepoints)
         Fractional positions, increasing from 0 to ``n_i - 1`` within each case's
         length; past it, the case's own last position ``n_i - 1`` (padding).
 
@@ -150,7 +153,7 @@ def warp_positions(lengths, log_slopes):
     """
     lengths = np.asarray(lengths)
     n_pieces = log_slopes.shape[1]
-    n = int(lengths.max())
+    n = int(lengths.max()) if n_timepoints is None else n_timepoints
     slopes = np.exp(log_slopes)
     knots = np.concatenate([np.zeros((len(lengths), 1)), np.cumsum(slopes, axis=1)], axis=1)
     knots /= knots[:, -1:]  # phi at the stretch boundaries, from 0 to 1

@@ -82,6 +82,8 @@ def test_warp_positions_are_increasing_maps_with_the_given_slopes():
         assert (s[i, n:] == s[i, n - 1]).all()  # padding
     identity = warp_positions(lengths, np.zeros((3, WARP_PIECES)))
     np.testing.assert_allclose(identity[0], np.arange(50))
+    wide = warp_positions(lengths, np.zeros((3, WARP_PIECES)), n_timepoints=60)  # padded panel
+    assert wide.shape == (3, 60) and (wide[:, :50] == identity).all() and (wide[0, 50:] == 49).all()
     # each stretch's slope is exp(log_slope) up to a common factor: with 4 stretches
     # of 10 steps in 40, the ratio of two stretches' slopes is exp of their difference
     log_slopes = rng.normal(size=(5, WARP_PIECES))
