@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier, BaseSequenceEstimator, BaseSequenceRegressor
-from .nn.delta import LEARNING_RULES, READOUTS, VARIANTS, ContinuousFWP
+from .nn.delta import LEARNING_RULES, READOUTS, VALUE_INPUTS, VARIANTS, ContinuousFWP
 
 __all__ = ["ContinuousDeltaClassifier", "ContinuousDeltaRegressor"]
 
@@ -49,13 +49,18 @@ learning_rule : {{"delta", "hebb", "oja", "hebb_released", "oja_released"}}, def
         ``dX/ds`` as the reference code does, which a long smooth series makes so
         small that keys and rates barely see the data (:mod:`skfwp.nn.delta`; the
         measurements are in docs/models/continuous_delta.md).
+    value_input : {{"path", "derivative"}}, default="path"
+        What the slow net's values read: the path ``X`` (MODELS.md: ``v = tanh(W_v X +
+        b_v)``) or the scaled derivative ``c ⊙ dX/ds`` that keys and rates read (the
+        released EigenWorms model takes keys, rates and values from the log-signature
+        increments).
     initial_map : bool, default=False
         Start from ``W(0)`` programmed by a learned linear map ``L`` of the first
         observation: the slow net reads ``p = L X(0) + b_L`` as both its key/rate
         input and its value input (the released EigenWorms model; with
-        ``post_tanh=True``, ``logsig_window=4``, ``logsig_depth=1`` that model's
-        configuration, docs/reproducing.md). False: ``W(0)`` from the path's
-        first derivative and value, as every later step.
+        ``post_tanh=True``, ``value_input="derivative"``, ``logsig_window=4`` and
+        ``logsig_depth=1``, that model's configuration, docs/reproducing.md). False:
+        ``W(0)`` from the path's first derivative and value, as every later step.
     solver_backend : {{"auto", "fast", "generic"}}, default="auto"
         ``"fast"``: a fast path (:mod:`skfwp.nn.fast_solver`) that evaluates the slow
         net's input terms at every solver stage in one batched call: for a learning
@@ -82,6 +87,7 @@ class _DeltaModel(SolverBackendMixin):
         "ff_dim": None,
         "readout": "matrix",
         "standardize_derivative": True,
+        "value_input": "path",
         "initial_map": False,
         "solver_backend": "auto",
         "hidden_size": 64,
@@ -97,6 +103,7 @@ class _DeltaModel(SolverBackendMixin):
         "ff_dim": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "readout": [StrOptions(set(READOUTS))],
         "standardize_derivative": ["boolean"],
+        "value_input": [StrOptions(set(VALUE_INPUTS))],
         "initial_map": ["boolean"],
         "solver_backend": SolverBackendMixin.BACKEND_CONSTRAINT,
     }
@@ -124,6 +131,7 @@ class _DeltaModel(SolverBackendMixin):
             variant=self.variant,
             readout=self.readout,
             initial_map=self.initial_map,
+            value_input=self.value_input,
             derivative_scale=(
                 [1.0 / r for r in self.input_path_.increment_rms_]
                 if self.standardize_derivative

@@ -132,6 +132,44 @@ def test_initial_map_programs_w0_from_a_linear_map_of_the_first_observation():
     assert not torch.allclose(start.module_.initial_map.weight, clf.module_.initial_map.weight)
 
 
+@pytest.mark.parametrize("variant", ["cde", "ode"])
+def test_values_from_the_derivative_match_a_hand_written_field(variant):
+    """value_input="derivative": ``v = tanh(W_v (c ⊙ dX/ds) + b_v)`` in the Delta field
+    ``beta (v − W k) kᵀ``, keys and rates as before (from ``c ⊙ dX/ds``, or ``X`` for
+    the ODE variant); the fast path agrees with the generic one."""
+    ip, path = make_path(7, [6, 5], random_state=3)
+    model = ContinuousFWP(
+        ip.n_path_channels_,
+        2,
+        hidden_size=6,
+        n_heads=2,
+        variant=variant,
+        value_input="derivative",
+        derivative_scale=0.5,
+    ).double()
+    W = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    s = 1.7
+    du = 0.5 * path.derivative(s)
+    u = path.evaluate(s) if variant == "ode" else du
+    a = torch.nn.functional.layer_norm(
+        u @ model.in_proj.weight.T + model.in_proj.bias,
+        (6,),
+        model.in_norm.weight,
+        model.in_norm.bias,
+        model.in_norm.eps,
+    )
+    kb = (a @ model.key_rate.weight.T).reshape(2, 2, 4)
+    k, beta = torch.softmax(kb[..., :3], -1), torch.sigmoid(kb[..., 3])
+    v = torch.tanh(du @ model.value.weight.T + model.value.bias).reshape(2, 2, 3)
+    error = v - torch.einsum("bhij,bhj->bhi", W, k)
+    expected = beta[..., None, None] * torch.einsum("bhi,bhj->bhij", error, k)
+    torch.testing.assert_close(model.forward_field(s, W, path), expected)
+    fast = model(path, solver_backend="fast", method="rk4")
+    torch.testing.assert_close(fast, model(path, solver_backend="generic", method="rk4"))
+    with pytest.raises(ValueError, match="value_input"):
+        ContinuousFWP(ip.n_path_channels_, 2, hidden_size=6, n_heads=2, value_input="x")
+
+
 @pytest.mark.parametrize("rule", ["hebb_released", "oja_released"])
 def test_released_rules_match_a_hand_written_slow_net(rule):
     """The released code's Hebb (v2) and Oja, computed from the weights by hand.

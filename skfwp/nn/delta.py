@@ -82,6 +82,7 @@ __all__ = [
     "LEARNING_RULES",
     "READOUTS",
     "SOLVER_BACKENDS",
+    "VALUE_INPUTS",
     "VARIANTS",
     "ContinuousFWP",
     "rank_one_form",
@@ -93,6 +94,7 @@ LEARNING_RULES = ("delta", "hebb", "oja", "hebb_released", "oja_released")
 AFFINE_RULES = ("delta", "hebb", "oja", "hebb_released")
 READOUTS = ("query", "matrix")
 VARIANTS = ("cde", "ode", "recurrent")
+VALUE_INPUTS = ("path", "derivative")
 
 #: The fast solver runs the slow net on (stage times x batch) rows at once; above this
 #: many rows it runs it in checkpointed chunks of this size, so that long sequences
@@ -178,6 +180,10 @@ class ContinuousFWP(nn.Module):
     readout : {"query", "matrix"}
         Read the final fast weights with one query from the path (``"query"``) or
         whole (``"matrix"``; module docstring).
+    value_input : {"path", "derivative"}
+        What the values read: the path ``X`` (MODELS.md) or its scaled derivative
+        ``c ⊙ dX/ds``, the input of keys and rates (the released EigenWorms model reads
+        keys, rates and values from the log-signature increments).
     initial_map : bool
         ``W(0)`` from a learned linear map ``L`` of the first observation, read by the
         slow net as keys, rates and values (:meth:`initial_state`; the released
@@ -220,6 +226,7 @@ class ContinuousFWP(nn.Module):
         derivative_scale=1.0,
         readout="query",
         initial_map=False,
+        value_input="path",
     ):
         super().__init__()
         if hidden_size % n_heads:
@@ -242,6 +249,9 @@ class ContinuousFWP(nn.Module):
         self.n_heads, self.head_dim = n_heads, hidden_size // n_heads
         self.learning_rule, self.post_tanh, self.variant = learning_rule, post_tanh, variant
         self.readout_mode = readout
+        if value_input not in VALUE_INPUTS:
+            raise ValueError(f"value_input={value_input!r} is not one of {VALUE_INPUTS}.")
+        self.value_input = value_input
         self.in_proj = nn.Linear(n_channels, hidden_size)  # W_in, b_in
         self.in_norm = nn.LayerNorm(hidden_size)
         self.key_rate = nn.Linear(hidden_size, n_heads * (self.head_dim + 1), bias=False)  # W_kb
@@ -265,10 +275,13 @@ class ContinuousFWP(nn.Module):
         return x.unflatten(-1, (self.n_heads, self.head_dim))  # (..., H) -> (..., h, d)
 
     def _drive(self, path, s):
-        """``u(s)`` (slow-net input) and ``X(s)`` (value input), each (batch, [S,] K)."""
+        """``u(s)`` (key and rate input) and the value input (``X(s)``, or ``c ⊙ dX/ds``
+        with ``value_input="derivative"``), each (batch, [S,] K)."""
         x = path.evaluate(s)
-        u = x if self.variant == "ode" else self.derivative_scale * path.derivative(s)
-        return u, x
+        if self.variant != "ode" or self.value_input == "derivative":
+            dx = self.derivative_scale * path.derivative(s)
+        u = x if self.variant == "ode" else dx
+        return u, (dx if self.value_input == "derivative" else x)
 
     def query_weights(self, u):
         """Per-head query ``q = softmax(W_q a0)``, shape (..., h, d)."""
