@@ -7,6 +7,7 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._params import WARP_RECIPE
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier, BaseSequenceEstimator, BaseSequenceRegressor
 from .nn.delta import LEARNING_RULES, READOUTS, VALUE_INPUTS, VARIANTS, ContinuousFWP
@@ -189,16 +190,9 @@ class ContinuousDeltaClassifier(_DeltaModel, BaseSequenceClassifier):
     (3,)
     """
 
-    #: The classifier's training recipe, measured on the development list
-    #: (docs/benchmarks.md): randomly time-warped training cases and test-time copies,
-    #: and twice the shared epochs with a longer patience (augmented cases need them).
-    #: The regressor keeps the shared defaults (not measured there).
-    _model_params = {
-        **_DeltaModel._model_params,
-        "time_warp": 0.1,
-        "max_iter": 200,
-        "n_iter_no_change": 50,
-    }
+    #: The time-warp recipe (skfwp._params.WARP_RECIPE), measured on the development
+    #: list; the regressor keeps the shared defaults (not measured there).
+    _model_params = {**_DeltaModel._model_params, **WARP_RECIPE}
 
 
 class ContinuousDeltaRegressor(_DeltaModel, BaseSequenceRegressor):

@@ -7,6 +7,7 @@ import numbers
 
 from sklearn.utils._param_validation import Interval
 
+from ._params import WARP_RECIPE
 from ._solver_backend import SolverBackendMixin
 from .base import BaseSequenceClassifier, BaseSequenceRegressor
 from .nn.ncde import NeuralCDE
@@ -96,6 +97,10 @@ class NeuralCDEClassifier(_NeuralCDEModel, BaseSequenceClassifier):
     >>> clf.fit(X, y).predict(X[:3]).shape
     (3,)
     """
+
+    #: The time-warp recipe (skfwp._params.WARP_RECIPE), measured on the development
+    #: list; the regressor keeps the shared defaults (not measured there).
+    _model_params = {**_NeuralCDEModel._model_params, **WARP_RECIPE}
 
 
 class NeuralCDERegressor(_NeuralCDEModel, BaseSequenceRegressor):
