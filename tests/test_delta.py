@@ -101,6 +101,26 @@ def test_initial_state_is_one_hebbian_step():
     torch.testing.assert_close(W0, beta[..., None, None] * torch.einsum("bhi,bhj->bhij", v, k))
 
 
+def _raw_keys_rates(model, u):
+    """By hand: ``a = LayerNorm(W_in u + b_in)``, ``[k~, b~] = W_kb a`` per head; returns
+    the raw keys ``k~`` (batch, h, d) and raw rates ``b~`` (batch, h)."""
+    a = torch.nn.functional.layer_norm(
+        u @ model.in_proj.weight.T + model.in_proj.bias,
+        model.in_norm.normalized_shape,
+        model.in_norm.weight,
+        model.in_norm.bias,
+        model.in_norm.eps,
+    )
+    kb = (a @ model.key_rate.weight.T).unflatten(-1, (model.n_heads, model.head_dim + 1))
+    return kb[..., :-1], kb[..., -1]
+
+
+def _raw_values(model, x):
+    """By hand: ``v~ = W_v x + b_v`` per head, (batch, h, d)."""
+    v = x @ model.value.weight.T + model.value.bias
+    return v.unflatten(-1, (model.n_heads, model.head_dim))
+
+
 def test_initial_map_programs_w0_from_a_linear_map_of_the_first_observation():
     """initial_map (the released EigenWorms model): ``p = L X(0) + b_L``, then by hand
     ``a = LayerNorm(W_in p + b_in)``, ``[k~, b~] = W_kb a``, ``k = softmax(k~)``,
@@ -109,16 +129,8 @@ def test_initial_map_programs_w0_from_a_linear_map_of_the_first_observation():
     model = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2, initial_map=True)
     model = model.double()
     p = path.evaluate(0.0) @ model.initial_map.weight.T + model.initial_map.bias
-    a = torch.nn.functional.layer_norm(
-        p @ model.in_proj.weight.T + model.in_proj.bias,
-        (8,),
-        model.in_norm.weight,
-        model.in_norm.bias,
-        model.in_norm.eps,
-    )
-    kb = (a @ model.key_rate.weight.T).reshape(2, 2, 5)  # (batch, heads, d + 1)
-    k, beta = torch.softmax(kb[..., :4], -1), torch.sigmoid(kb[..., 4])
-    v = torch.tanh(p @ model.value.weight.T + model.value.bias).reshape(2, 2, 4)
+    k_raw, b_raw = _raw_keys_rates(model, p)
+    k, beta, v = torch.softmax(k_raw, -1), torch.sigmoid(b_raw), torch.tanh(_raw_values(model, p))
     expected = beta[..., None, None] * torch.einsum("bhi,bhj->bhij", v, k)
     torch.testing.assert_close(model.initial_state(path), expected)
     plain = ContinuousFWP(ip.n_path_channels_, 2, hidden_size=8, n_heads=2)
@@ -151,16 +163,8 @@ def test_values_from_the_derivative_match_a_hand_written_field(variant):
     s = 1.7
     du = 0.5 * path.derivative(s)
     u = path.evaluate(s) if variant == "ode" else du
-    a = torch.nn.functional.layer_norm(
-        u @ model.in_proj.weight.T + model.in_proj.bias,
-        (6,),
-        model.in_norm.weight,
-        model.in_norm.bias,
-        model.in_norm.eps,
-    )
-    kb = (a @ model.key_rate.weight.T).reshape(2, 2, 4)
-    k, beta = torch.softmax(kb[..., :3], -1), torch.sigmoid(kb[..., 3])
-    v = torch.tanh(du @ model.value.weight.T + model.value.bias).reshape(2, 2, 3)
+    k_raw, b_raw = _raw_keys_rates(model, u)
+    k, beta, v = torch.softmax(k_raw, -1), torch.sigmoid(b_raw), torch.tanh(_raw_values(model, du))
     error = v - torch.einsum("bhij,bhj->bhi", W, k)
     expected = beta[..., None, None] * torch.einsum("bhi,bhj->bhij", error, k)
     torch.testing.assert_close(model.forward_field(s, W, path), expected)
@@ -186,16 +190,8 @@ def test_released_rules_match_a_hand_written_slow_net(rule):
         ).double()
     W = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     s = 2.3
-    u = model.derivative_scale * path.derivative(s)
-    a = torch.nn.functional.layer_norm(
-        u @ model.in_proj.weight.T + model.in_proj.bias,
-        (6,),
-        model.in_norm.weight,
-        model.in_norm.bias,
-    )
-    kb = (a @ model.key_rate.weight.T).reshape(2, 2, 4)
-    k_raw, b_raw = kb[..., :3], kb[..., 3]
-    v_raw = (path.evaluate(s) @ model.value.weight.T + model.value.bias).reshape(2, 2, 3)
+    k_raw, b_raw = _raw_keys_rates(model, model.derivative_scale * path.derivative(s))
+    v_raw = _raw_values(model, path.evaluate(s))
     if rule == "hebb_released":
         expected = b_raw[..., None, None] * v_raw[..., :, None] * k_raw.softmax(-1)[..., None, :]
     else:
