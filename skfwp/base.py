@@ -828,6 +828,18 @@ class StateTrajectoriesMixin:
     """``trajectories(X)`` for a model whose module has ``trajectory(path, **options)``
     (the gated neural ODE, the N-CODE): the solver state at every knot."""
 
+    def _state_module(self, caller):
+        """A float64 CPU copy of the fitted module, for ``caller`` (named in the error):
+        a seed ensemble is refused, its members each having a state of their own."""
+        check_is_fitted(self)
+        if self.n_estimators > 1:
+            raise ValueError(
+                f"{caller} reads one model's state, and this estimator is a seed ensemble "
+                f"of n_estimators={self.n_estimators} models, each with a flow of its own; "
+                "fit it with n_estimators=1."
+            )
+        return copy.deepcopy(self.module_).cpu().double().eval()
+
     def trajectories(self, X):
         """Each case's state ``h(s)`` from ``s = 0`` to its own final knot ``T_i``.
 
@@ -844,15 +856,8 @@ class StateTrajectoriesMixin:
             One array per case, at the knots ``s = 0, 1, ..., T_i`` of its path (one
             per observation, or per log-signature window).
         """
-        check_is_fitted(self)
-        if getattr(self, "n_estimators", 1) > 1:
-            raise ValueError(
-                f"trajectories reads one model's state, and this estimator is a seed "
-                f"ensemble of n_estimators={self.n_estimators} models; fit it with "
-                "n_estimators=1."
-            )
+        model = self._state_module("trajectories")
         X, lengths = check_X(X, n_channels=self.n_features_in_)
-        model = copy.deepcopy(self.module_).cpu().double().eval()
         data = self.input_path_.transform(X, lengths, dtype=torch.float64)
         path = data.batch(np.arange(len(X)))
         options = {**self._solver_options(), "adjoint": False}

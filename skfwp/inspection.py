@@ -15,7 +15,6 @@ return, as scikit-learn's ``DecisionBoundaryDisplay`` separates ``from_estimator
 
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -24,6 +23,7 @@ from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from .base import StateTrajectoriesMixin
 from .nn.gated import GatedNODE
 from .nn.ncode import NCODE
 
@@ -79,16 +79,13 @@ def _final_step(estimator):
 
 
 def _state_model(estimator, module_types, caller, planar=True):
-    """The final step, its preprocessing and a float64 CPU copy of its state model."""
+    """The final step, its preprocessing and a float64 CPU copy of its state model
+    (:meth:`~skfwp.base.StateTrajectoriesMixin._state_module`, which refuses ensembles)."""
     est, transform = _final_step(estimator)
     check_is_fitted(est, "module_")
-    if getattr(est, "n_estimators", 1) > 1:
-        raise ValueError(
-            f"{caller} reads one model's state, and this estimator is a seed ensemble of "
-            f"n_estimators={est.n_estimators} models, each with a flow of its own; fit it "
-            "with n_estimators=1."
-        )
-    if not isinstance(est.module_, module_types):
+    has_state = isinstance(est, StateTrajectoriesMixin)
+    model = est._state_module(caller) if has_state else est.module_
+    if not isinstance(model, module_types):
         names = {GatedNODE: "gated neural ODE", NCODE: "N-CODE"}
         wanted = " or ".join(names[t] for t in module_types)
         raise ValueError(f"{caller} reads the state of a {wanted}; got {type(est).__name__}.")
@@ -97,7 +94,7 @@ def _state_model(estimator, module_types, caller, planar=True):
             f"{caller} needs a two-dimensional state (hidden_size=2); this estimator has "
             f"hidden_size={est.hidden_size}."
         )
-    return est, transform, copy.deepcopy(est.module_).cpu().double().eval()
+    return est, transform, model
 
 
 def trajectories(estimator, X):
