@@ -47,6 +47,7 @@ COMMON_PARAMS = {
     "max_iter": 100,
     "batch_size": "auto",
     "learning_rate_init": 3e-3,
+    "lr_schedule": "plateau",
     "alpha": 0.0,
     "early_stopping": False,
     "validation_fraction": 0.1,
@@ -116,7 +117,13 @@ hidden_size : int, default={hidden_size}
         graph, takes as many cases at once as a memory budget allows
         (:data:`PREDICT_KNOTS`).
     learning_rate_init : float, default={learning_rate_init}
-        AdamW's initial learning rate; halved when the monitored score plateaus.
+        AdamW's initial learning rate (see ``lr_schedule``).
+    lr_schedule : {{"plateau", "cosine"}}, default="{lr_schedule}"
+        How the learning rate moves from epoch to epoch. "plateau": halved when the
+        monitored score (training loss, or validation loss with ``early_stopping``)
+        has not improved for ``max(n_iter_no_change // 2, 1)`` epochs. "cosine":
+        ``learning_rate_init * (1 + cos(pi * e / max_iter)) / 2`` after epoch ``e``
+        (Loshchilov & Hutter 2017, without restarts), reaching 0 at ``max_iter``.
     alpha : float, default={alpha}
         Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): each step shrinks
         every weight by ``learning_rate * alpha`` besides the Adam step.
@@ -315,6 +322,7 @@ COMMON_CONSTRAINTS = {
     "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
     "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+    "lr_schedule": [StrOptions({"plateau", "cosine"})],
     "alpha": [Interval(numbers.Real, 0, None, closed="left")],
     "early_stopping": ["boolean"],
     "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],

@@ -215,7 +215,12 @@ class BaseSequenceEstimator(BaseEstimator):
     _tiny_params: dict = {}
     #: Parameters a model file written before they existed takes (the value that
     #: reproduces the model of its day, not today's default); subclasses add theirs.
-    _saved_before = {"test_time_augmentation": 0, "time_warp": 0.0, "average_epochs": 0}
+    _saved_before = {
+        "test_time_augmentation": 0,
+        "time_warp": 0.0,
+        "average_epochs": 0,
+        "lr_schedule": "plateau",
+    }
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -590,9 +595,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         optimizer = torch.optim.AdamW(
             module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
         )
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=0.5, patience=max(self.n_iter_no_change // 2, 1)
-        )
+        scheduler = self._lr_scheduler(optimizer)
         if not (self.warm_start and hasattr(self, "history_")):
             self.history_ = []
         score_key = f"val_{self._score_name}"
@@ -620,7 +623,10 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 if val_idx is not None:
                     val_loss, val_score = self._evaluate(data, val_idx, y_t, w_t)
                     record.update({"val_loss": val_loss, score_key: val_score})
-                scheduler.step(monitor.plateau_value(record))
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(monitor.plateau_value(record))
+                else:
+                    scheduler.step()
                 record["learning_rate"] = optimizer.param_groups[0]["lr"]
                 record["seconds"] = time.perf_counter() - start
                 self.history_.append(record)
@@ -658,6 +664,14 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if val_idx is not None:
             self.validation_scores_ = [r[score_key] for r in self.history_]
             self.best_validation_score_ = monitor.best_score
+
+    def _lr_scheduler(self, optimizer):
+        """The epoch-wise learning-rate schedule of ``lr_schedule``."""
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_iter)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.5, patience=max(self.n_iter_no_change // 2, 1)
+        )
 
     @torch.no_grad()
     def _outputs_finite(self, data, train_idx):

@@ -1,6 +1,7 @@
 """Persistence, training safeguards, threads and scale-out, for every classifier."""
 
 import json
+import math
 import pickle
 import re
 import warnings
@@ -219,6 +220,26 @@ def test_nonfinite_step_rolls_back_and_lowers_learning_rate(fitted, monkeypatch)
     )
     for p in model.module_.parameters():
         assert torch.isfinite(p).all()
+
+
+def test_learning_rate_schedules_follow_their_rules(fitted, monkeypatch):
+    """cosine: ``lr0 (1 + cos(pi e / max_iter)) / 2`` after epoch e; plateau: halved once
+    the training loss has not improved for more than ``n_iter_no_change // 2`` epochs."""
+    clf, X, y = fitted
+    lr0 = 0.01
+    cosine = clone(clf).set_params(
+        max_iter=4, n_iter_no_change=100, learning_rate_init=lr0, lr_schedule="cosine"
+    )
+    cosine.fit(X, y)
+    expected = [lr0 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(1, 5)]
+    assert [r["learning_rate"] for r in cosine.history_] == pytest.approx(expected, abs=1e-12)
+
+    plateau = clone(clf).set_params(max_iter=10, n_iter_no_change=4, learning_rate_init=lr0)
+    monkeypatch.setattr(type(plateau), "_run_epoch", lambda self, *args: 1.0)  # a flat loss
+    plateau.fit(X, y)
+    # epoch 1 sets the best; epochs 2-4 do not improve (3 > 4 // 2): halved after
+    # epoch 4; the fourth epoch without improvement (epoch 5) ends training
+    assert [r["learning_rate"] for r in plateau.history_] == [lr0] * 3 + [lr0 / 2] * 2
 
 
 def test_keyboard_interrupt_keeps_a_usable_model(fitted):
