@@ -58,7 +58,7 @@ def _parser():
     parser.add_argument(
         "--max-iter",
         type=int,
-        help="epochs of the skfwp classifiers (default: their own default, 100)",
+        help="epochs of the skfwp classifiers (default: each classifier's own max_iter)",
     )
     parser.add_argument(
         "--missing",
