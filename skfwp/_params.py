@@ -26,6 +26,7 @@ __all__ = [
     "FITTED_ATTRIBUTES_DOC",
     "REGRESSOR_DOC",
     "REGRESSOR_FITTED_DOC",
+    "SECTIONS_DOC",
     "WARP_RECIPE",
     "keyword_init",
     "parameters_doc",
@@ -251,16 +252,7 @@ REGRESSOR_DOC = """
     ``n_outputs`` standardised targets, trained on the weighted mean squared error
     (:class:`skfwp.base.BaseSequenceRegressor` says how targets are standardised).
 
-    Parameters
-    ----------
-    {{model}}
-    {{common}}
-
-    Attributes
-    ----------
-    module_ : {module}
-        The fitted torch module.
-    {{fitted}}
+    {{sections}}
 
     See Also
     --------
@@ -277,6 +269,21 @@ REGRESSOR_DOC = """
     >>> reg.fit(X, y).predict(X[:3]).shape
     (3,)
     """
+
+#: The ``{sections}`` slot of every estimator's docstring: its parameters (the model's
+#: own ``{model}``, then the shared ``{common}``) and fitted attributes (``module_``, of
+#: the model's ``{module}`` class, then the task's and the shared ``{fitted}``).
+SECTIONS_DOC = """\
+Parameters
+    ----------
+    {model}
+    {common}
+
+    Attributes
+    ----------
+    module_ : {module}
+        The fitted torch module.
+    {fitted}"""
 
 #: Shared parameters only a classifier takes (a regressor's loss is the squared error).
 CLASSIFIER_ONLY = ("class_weight", "label_smoothing")

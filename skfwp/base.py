@@ -42,6 +42,7 @@ from ._params import (
     FITTED_ATTRIBUTES_DOC,
     REGRESSOR_DOC,
     REGRESSOR_FITTED_DOC,
+    SECTIONS_DOC,
     keyword_init,
     parameters_doc,
 )
@@ -245,14 +246,14 @@ class BaseSequenceEstimator(BaseEstimator):
                 classifier=cls.__name__.replace("Regressor", "Classifier"),
                 **cls._regressor_doc,
             )
-        if cls.__doc__ and "{common}" in cls.__doc__:
-            # the model's fragments (``_doc_fragments`` along the bases, e.g. {model}, which
-            # may hold {solver_backend}), then the shared parameters' and fitted
-            # attributes' docs, with this class's defaults
-            fragments = {}
+        if cls.__doc__ and "{sections}" in cls.__doc__:
+            # the fragments along the bases ({sections} holds the model's {model}, which
+            # may hold {solver_backend}, and {module}), then the shared parameters' and
+            # fitted attributes' docs, with this class's defaults
+            fragments = {"sections": SECTIONS_DOC}
             for klass in reversed(cls.__mro__):
                 fragments.update(vars(klass).get("_doc_fragments", {}))
-            for _ in range(2):
+            for _ in range(3):
                 for name, text in fragments.items():
                     cls.__doc__ = cls.__doc__.replace("{" + name + "}", text)
             cls.__doc__ = cls.__doc__.format(

@@ -78,7 +78,7 @@ class _DeltaModel(SolverBackendMixin):
     """The parameters and torch module of the continuous-time Fast Weight Programmer,
     shared by :class:`ContinuousDeltaClassifier` and :class:`ContinuousDeltaRegressor`."""
 
-    _doc_fragments = {"model": _PARAMETERS_DOC}
+    _doc_fragments = {"model": _PARAMETERS_DOC, "module": "ContinuousFWP"}
 
     _model_params = {
         "learning_rule": "delta",
@@ -157,16 +157,7 @@ class ContinuousDeltaClassifier(_DeltaModel, BaseSequenceClassifier):
     readout of the fast weights ``W(T_i)`` at each case's own final time. See
     :mod:`skfwp.nn.delta` for the full equations.
 
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : ContinuousFWP
-        The fitted torch module.
-    {fitted}
+    {sections}
 
     See Also
     --------
@@ -198,4 +189,4 @@ class ContinuousDeltaClassifier(_DeltaModel, BaseSequenceClassifier):
 class ContinuousDeltaRegressor(_DeltaModel, BaseSequenceRegressor):
     """Continuous-time Fast Weight Programmer regressor."""
 
-    _regressor_doc = {"module": "ContinuousFWP", "nn": "fwp", "example": "hidden_size=8, n_heads=2"}
+    _regressor_doc = {"nn": "delta", "example": "hidden_size=8, n_heads=2"}

@@ -48,7 +48,7 @@ class _GatedModel(StateTrajectoriesMixin, SolverBackendMixin):
     """The parameters and torch module of the gated neural ODE, shared by
     :class:`GatedNODEClassifier` and :class:`GatedNODERegressor`."""
 
-    _doc_fragments = {"model": _PARAMETERS_DOC}
+    _doc_fragments = {"model": _PARAMETERS_DOC, "module": "GatedNODE"}
 
     _model_params = {
         "solver_backend": "auto",
@@ -106,16 +106,7 @@ class GatedNODEClassifier(_GatedModel, BaseSequenceClassifier):
     time. A state as small as ``hidden_size=2`` can be drawn with
     :func:`skfwp.plotting.plot_flow_field`. See :mod:`skfwp.nn.gated`.
 
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : GatedNODE
-        The fitted torch module.
-    {fitted}
+    {sections}
 
     See Also
     --------
@@ -145,7 +136,6 @@ class GatedNODERegressor(_GatedModel, BaseSequenceRegressor):
     """Gated neural ODE regressor."""
 
     _regressor_doc = {
-        "module": "GatedNODE",
         "nn": "gated",
         "example": "hidden_size=2, flow_layers=(8,)",
     }

@@ -28,7 +28,7 @@ class _NeuralCDEModel(SolverBackendMixin):
     """The parameters and torch module of the Neural CDE, shared by
     :class:`NeuralCDEClassifier` and :class:`NeuralCDERegressor`."""
 
-    _doc_fragments = {"model": _PARAMETERS_DOC}
+    _doc_fragments = {"model": _PARAMETERS_DOC, "module": "NeuralCDE"}
 
     _model_params = {
         "solver_backend": "auto",
@@ -65,16 +65,7 @@ class NeuralCDEClassifier(_NeuralCDEModel, BaseSequenceClassifier):
     the continuous FWP, N-CODE and gated neural ODE papers compare against; see
     :mod:`skfwp.nn.ncde`.
 
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : NeuralCDE
-        The fitted torch module.
-    {fitted}
+    {sections}
 
     See Also
     --------
@@ -107,7 +98,6 @@ class NeuralCDERegressor(_NeuralCDEModel, BaseSequenceRegressor):
     """Neural controlled differential equation regressor."""
 
     _regressor_doc = {
-        "module": "NeuralCDE",
         "nn": "ncde",
         "example": "hidden_size=8, vector_field_width=16",
     }

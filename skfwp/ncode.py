@@ -37,7 +37,7 @@ class _NCodeModel(StateTrajectoriesMixin, SolverBackendMixin):
     """The parameters and torch module of the neurally-controlled ODE, shared by
     :class:`NCodeClassifier` and :class:`NCodeRegressor`."""
 
-    _doc_fragments = {"model": _PARAMETERS_DOC}
+    _doc_fragments = {"model": _PARAMETERS_DOC, "module": "NCODE"}
 
     _model_params = {
         "solver_backend": "auto",
@@ -94,16 +94,7 @@ class NCodeClassifier(_NCodeModel, BaseSequenceClassifier):
     ``|θ_ij|`` below ``max(|θ_ij(0)|, 1/(H λ_ij))`` on any horizon. The sequence form is skfwp's
     own design (the paper works on static inputs); see :mod:`skfwp.nn.ncode`.
 
-    Parameters
-    ----------
-    {model}
-    {common}
-
-    Attributes
-    ----------
-    module_ : NCODE
-        The fitted torch module.
-    {fitted}
+    {sections}
 
     See Also
     --------
@@ -135,7 +126,6 @@ class NCodeRegressor(_NCodeModel, BaseSequenceRegressor):
     """Neurally-controlled ODE regressor."""
 
     _regressor_doc = {
-        "module": "NCODE",
         "nn": "ncode",
         "example": "hidden_size=4, controller_layers=(8,)",
     }
