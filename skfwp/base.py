@@ -577,7 +577,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return logits if logits.dim() == 3 else logits.unsqueeze(0)
 
     def _train(self, data, targets, weights, rng, epoch_data=None):
-        """The one training loop: AdamW, the task's weighted loss, plateau LR, early stopping.
+        """The one training loop: AdamW, the task's weighted loss, ``lr_schedule``, early stopping.
 
         The bookkeeping lives in :mod:`skfwp._training`: an :class:`ImprovementMonitor`
         (best epoch, patience, the best weights under ``early_stopping``), an
