@@ -119,7 +119,7 @@ hidden_size : int, default={hidden_size}
         (:data:`PREDICT_KNOTS`).
     learning_rate_init : float, default={learning_rate_init}
         AdamW's initial learning rate (see ``lr_schedule``).
-    lr_schedule : {{"plateau", "cosine"}}, default="{lr_schedule}"
+    lr_schedule : {{"plateau", "cosine"}}, default={lr_schedule}
         How the learning rate moves from epoch to epoch. "plateau": halved when the
         monitored score (training loss, or validation loss with ``early_stopping``)
         has not improved for ``max(n_iter_no_change // 2, 1)`` epochs. "cosine":
@@ -134,7 +134,7 @@ hidden_size : int, default={hidden_size}
         stops improving, and restore the best weights.
     validation_fraction : float, default=0.1
         Share of training cases held out when ``early_stopping``.
-    n_iter_no_change : int, default=20
+    n_iter_no_change : int, default={n_iter_no_change}
         Epochs without an improvement larger than ``tol`` before training stops.
     tol : float, default=1e-4
         Minimum improvement of the monitored score (training loss, or validation

@@ -91,3 +91,28 @@ def test_docstring_documents_exactly_the_signature(name, obj):
         f"{name}: documented {sorted(set(documented) - set(expected))} not in the signature, "
         f"{sorted(set(expected) - set(documented))} of the signature undocumented"
     )
+
+
+_DEFAULT = re.compile(r"^    (\w+) : .*?, default=(.+)$", re.M)
+
+
+ESTIMATORS = sorted(skfwp.registry.all_estimators().items())
+
+
+@pytest.mark.parametrize(("name", "cls"), ESTIMATORS, ids=[n for n, _ in ESTIMATORS])
+def test_estimator_docstring_states_its_own_defaults(name, cls):
+    """A default written in the docstring is the one ``__init__`` has: a model that
+    overrides a shared default (the time-warp recipe's ``max_iter=200``) says so."""
+    signature = inspect.signature(cls.__init__).parameters
+    checked = 0
+    for param, written in _DEFAULT.findall(cls.__doc__):
+        if param not in signature or "," in written:  # "rtol, atol : ..." pairs
+            continue
+        default, written = signature[param].default, written.strip()
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            written = float(written)  # 1e-4 and 0.0001 are one number
+        assert written in (default, repr(default), str(default), f'"{default}"'), (
+            f"{name}: docstring says {param} default={written}, __init__ has {default!r}"
+        )
+        checked += 1
+    assert checked >= 20
