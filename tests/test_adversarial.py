@@ -212,6 +212,7 @@ FIT_ERRORS = [
     ("val-fraction-1", {}, dict(validation_fraction=1.0), InvalidParameterError, "validation_"),
     ("interpolation-unknown", {}, dict(interpolation="spline"), InvalidParameterError, "interp"),
     ("method-unknown", {}, dict(method="rk9"), InvalidParameterError, "'method' parameter"),
+    ("lr_schedule-unknown", {}, dict(lr_schedule="linear"), InvalidParameterError, "'lr_sched"),
     # -- device and callbacks (cause 13)
     ("device-meta", {}, dict(device="meta"), ValueError, "device='meta' cannot hold"),
     ("device-nonsense", {}, dict(device="nonsense"), ValueError, "is not a torch device"),
