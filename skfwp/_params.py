@@ -68,6 +68,7 @@ COMMON_PARAMS = {
     "time_warp": 0.0,
     "average_epochs": 0,
     "n_estimators": 1,
+    "bidirectional": False,
     "test_time_augmentation": 8,
 }
 
@@ -190,6 +191,15 @@ hidden_size : int, default={hidden_size}
         copy's Adam step is the one it would take alone) and averaged at prediction (a
         classifier's probabilities, a regressor's outputs). ``module_`` is then a
         :class:`skfwp.nn.ensemble.SeedEnsemble`.
+    bidirectional : bool, default={bidirectional}
+        Read each case twice, with two models of the same architecture and their own
+        weights: one from the first observation to the last, one from the last to the
+        first (:func:`skfwp.path.reverse_cases`; a ``time_channel`` is mirrored), and
+        sum their outputs (one linear read-out of both final states). Each model
+        remembers best what it read last, so together they see both ends of a series.
+        Twice the parameters and about twice the solver work. ``module_`` (and each
+        member of a seed ensemble) is then a :class:`skfwp.nn.ensemble.Bidirectional`;
+        state plots and ``trajectories`` need ``bidirectional=False``.
     test_time_augmentation : int, default={test_time_augmentation}
         At prediction, average the predictions (a classifier's class probabilities, a
         regressor's outputs) of the full path and of this many copies augmented as in
@@ -349,6 +359,7 @@ COMMON_CONSTRAINTS = {
     "time_warp": [Interval(numbers.Real, 0, None, closed="left")],
     "average_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
+    "bidirectional": ["boolean"],
     "test_time_augmentation": [Interval(numbers.Integral, 0, None, closed="left")],
 }
 

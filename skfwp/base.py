@@ -56,8 +56,9 @@ from ._validation import (
     check_y,
     resolve_device,
 )
-from .nn.ensemble import SeedEnsemble
-from .path import WARP_PIECES, InputPath, read_at, warp_positions
+from .nn.ensemble import Bidirectional, SeedEnsemble
+from .nn.path import PathPair
+from .path import WARP_PIECES, InputPath, read_at, reverse_cases, warp_positions
 from .registry import register
 
 __all__ = [
@@ -126,6 +127,13 @@ def prediction_batches(ends, budget=None):
     if start < len(order):
         batches.append(order[start:])
     return batches
+
+
+def _reads_both_directions(module):
+    """Whether a fitted ``module_`` is bidirectional (alone or as ensemble members)."""
+    if isinstance(module, SeedEnsemble):
+        module = module.members[0]
+    return isinstance(module, Bidirectional)
 
 
 class _FittedState:
@@ -221,6 +229,7 @@ class BaseSequenceEstimator(BaseEstimator):
         "time_warp": 0.0,
         "average_epochs": 0,
         "lr_schedule": "plateau",
+        "bidirectional": False,
     }
 
     def __init_subclass__(cls, **kwargs):
@@ -322,7 +331,10 @@ class BaseSequenceEstimator(BaseEstimator):
         for i in range(self.n_estimators):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + i)
-                members.append(self._build_module(n_path_channels, n_outputs))
+                member = self._build_module(n_path_channels, n_outputs)
+                if self.bidirectional:
+                    member = Bidirectional(member, self._build_module(n_path_channels, n_outputs))
+                members.append(member)
         return members[0] if len(members) == 1 else SeedEnsemble(members)
 
     # -- persistence ----------------------------------------------------------------
@@ -443,6 +455,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 f"warm_start=True needs the same {self._targets_name} and channels as the "
                 "previous fit."
             )
+        if warm and self.bidirectional != _reads_both_directions(self.module_):
+            raise ValueError(
+                f"warm_start=True continues training the fitted module, which was fitted "
+                f"with bidirectional={not self.bidirectional}; set it back, or fit afresh."
+            )
         if self.random_state is None:  # fresh entropy: numpy's global generator untouched
             seed = int(np.random.default_rng().integers(np.iinfo(np.int32).max))
         else:
@@ -458,11 +475,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                     self._window(lengths),
                     self.logsig_depth,
                 )
-                data = input_path.fit_transform(X, lengths)
+                forward = input_path.fit_transform(X, lengths)
             else:
-                input_path = self.input_path_
-                data = input_path.transform(X, lengths)
+                input_path, forward = self.input_path_, None
             self.input_path_ = input_path  # before _build_module, which may read its scales
+            data = self._paths(X, lengths, forward=forward)
             for name, value in target_attributes.items():
                 setattr(self, name, value)
             if warm:
@@ -492,6 +509,17 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         w = math.ceil((int(lengths.max()) - 1) / AUTO_WINDOW_STEPS)
         return w if w > 1 else None
 
+    def _paths(self, X, lengths, dtype=torch.float32, forward=None):
+        """``X`` as the module reads it: the fitted input path's :class:`PathData`, or
+        with ``bidirectional`` a :class:`PathPair` of it and of the cases reversed
+        (:func:`~skfwp.path.reverse_cases`). ``forward``: the first, if already made."""
+        if forward is None:
+            forward = self.input_path_.transform(X, lengths, dtype)
+        if not self.bidirectional:
+            return forward
+        reverse = reverse_cases(X, lengths, self.time_channel)
+        return PathPair(forward, self.input_path_.transform(reverse, lengths, dtype))
+
     def _augments(self):
         """Whether training reads augmented copies (``time_warp``, ``observation_dropout``)."""
         return self.time_warp > 0 or self.observation_dropout > 0
@@ -507,8 +535,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             n_cases, warp, drop = X.shape[0], self.time_warp > 0, self.observation_dropout > 0
             normals = rng.standard_normal((n_cases, WARP_PIECES)) if warp else None
             uniforms = rng.random((n_cases, X.shape[2])) if drop else None
-            augmented = self._augmented(X, lengths, uniforms, normals)
-            return self.input_path_.transform(augmented, lengths)
+            return self._paths(self._augmented(X, lengths, uniforms, normals), lengths)
 
         return epoch_data
 
@@ -789,7 +816,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
 
     def _path_outputs(self, X, lengths):
         """Outputs of cases ``X`` read as they are, in batches of the memory budget."""
-        data = self.input_path_.transform(X, lengths)
+        data = self._paths(X, lengths)
         outputs = torch.empty(len(X), self._n_outputs(), dtype=torch.float64)
         for batch in prediction_batches(data.ends.numpy()):
             outputs[torch.as_tensor(batch)] = self._predict_batch(data, batch)
@@ -845,8 +872,15 @@ class StateTrajectoriesMixin:
 
     def _state_module(self, caller):
         """A float64 CPU copy of the fitted module, for ``caller`` (named in the error):
-        a seed ensemble is refused, its members each having a state of their own."""
+        a seed ensemble or a bidirectional model is refused, its members each having a
+        state of their own."""
         check_is_fitted(self)
+        if self.bidirectional:
+            raise ValueError(
+                f"{caller} reads one model's state, and this estimator reads each case "
+                "with two models, one per direction of time (bidirectional=True); fit "
+                "it with bidirectional=False."
+            )
         if self.n_estimators > 1:
             raise ValueError(
                 f"{caller} reads one model's state, and this estimator is a seed ensemble "

@@ -64,6 +64,7 @@ __all__ = [
     "fill_gaps",
     "logsig_windows",
     "read_at",
+    "reverse_cases",
     "warp_positions",
 ]
 
@@ -206,6 +207,51 @@ def read_at(X, lengths, positions, keep=None):
     moved = np.arange(n) < lengths[:, None]  # (n_cases, n): inside each case
     moved = moved[:, None, :] & (np.arange(X.shape[1]) != keep)[None, :, None]
     return np.where(moved, out, X)
+
+
+def reverse_cases(X, lengths, time_channel=None):
+    """Each case read backwards: its last observation first (``bidirectional`` models).
+
+    Case ``i`` (``n_i`` observations) becomes ``X'[i, :, j] = X[i, :, n_i - 1 - j]``
+    for ``j < n_i``; padding past its length stays where it was, so the reversed
+    case ends where it did. A ``time_channel`` is mirrored instead, ``t'_j = t_0 +
+    t_{n_i - 1} - t_{n_i - 1 - j}``, so that the reversed timestamps increase and
+    keep the gaps between observations (in reverse order).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_cases, n_channels, n_timepoints)
+    lengths : ndarray of int, shape (n_cases,)
+    time_channel : int or None, default=None
+
+    Returns
+    -------
+    ndarray of the shape of ``X`` (a new array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import reverse_cases
+    >>> X = np.array([[[1.0, 2.0, 3.0]], [[4.0, 5.0, np.nan]]])  # case 1: 2 observations
+    >>> reverse_cases(X, np.array([3, 2]))
+    array([[[ 3.,  2.,  1.]],
+    <BLANKLINE>
+           [[ 5.,  4., nan]]])
+    >>> T = np.array([[[0.0, 1.0, 5.0], [7.0, 8.0, 9.0]]])  # channel 0: timestamps
+    >>> reverse_cases(T, np.array([3]), time_channel=0)
+    array([[[0., 4., 5.],
+            [9., 8., 7.]]])
+    """
+    lengths = np.asarray(lengths)
+    j = np.arange(X.shape[2])
+    inside = j < lengths[:, None]  # (n_cases, n)
+    source = np.where(inside, lengths[:, None] - 1 - j, j)
+    out = np.take_along_axis(X, np.broadcast_to(source[:, None, :], X.shape), axis=2)
+    if time_channel is not None:
+        t = X[:, time_channel]
+        first, last = t[:, :1], np.take_along_axis(t, lengths[:, None] - 1, axis=1)
+        out[:, time_channel] = np.where(inside, first + last - out[:, time_channel], t)
+    return out
 
 
 def logsig_windows(values, window, depth):

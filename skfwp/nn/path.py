@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torchcde
 
-__all__ = ["ControlPath", "PathData"]
+__all__ = ["ControlPath", "PathData", "PathPair"]
 
 
 class PathData:
@@ -59,6 +59,26 @@ class PathData:
         rows = n_knots - 1 if self.interpolation == "hermite" else n_knots
         coeffs = self.coeffs[index, :rows]
         return ControlPath(coeffs.to(device), ends.to(device), self.interpolation)
+
+
+class PathPair:
+    """A set of cases read in two directions: :class:`PathData` ``forward`` and
+    ``reverse`` (the same cases, each read backwards: :func:`skfwp.path.reverse_cases`).
+
+    ``batch(index, device)`` returns the pair of :class:`ControlPath` batches that a
+    :class:`skfwp.nn.ensemble.Bidirectional` module reads; ``ends`` are the forward
+    ones (a reversed case ends at the same knot).
+    """
+
+    def __init__(self, forward, reverse):
+        self.forward, self.reverse = forward, reverse
+        self.ends = forward.ends
+
+    def __len__(self):
+        return len(self.forward)
+
+    def batch(self, index, device=None):
+        return self.forward.batch(index, device), self.reverse.batch(index, device)
 
 
 class ControlPath:
