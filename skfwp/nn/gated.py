@@ -54,6 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .fast_solver import StagePlan, integrate_fixed_grid
+from .gated_fast import flow_layers, integrate_gated
 from .layers import mlp
 from .solver import ModelField, integrate, solve
 
@@ -225,12 +226,15 @@ class GatedNODE(nn.Module):
         return self.output(h_end)
 
     def integrate_fast(self, h0, path, method="rk4", step_size=None):
-        """``h(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
+        """``h(T_i)`` on the fixed grid, shape (batch, H).
 
-        The input parts ``W_x x + b`` of ``F``'s first layer and of the gate, shape
-        (n_stages, n, batch, width + H), come from one batched call per run of steps;
-        each stage then computes ``W_h h`` (one matrix product for both), the rest of
-        ``F`` and the gate.
+        The input parts ``W_x x + b`` of ``F``'s first layer and of the gate come from
+        one batched call per run of steps; each stage then computes ``W_h h`` (one
+        matrix product for both), the rest of ``F`` and the gate. A flow built by
+        :func:`skfwp.nn.layers.mlp` (every setting of this class) runs in
+        :func:`skfwp.nn.gated_fast.integrate_gated`, whose backward is written by hand;
+        any other ``self.flow`` (a replaced module) in
+        :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, by autograd.
         """
         if int(path.ends.max()) == 0:  # every case is a single observation
             return h0
@@ -240,6 +244,26 @@ class GatedNODE(nn.Module):
         weight = torch.cat([layer.weight for layer in layers])  # (width [+ H], H + K)
         bias = torch.cat([layer.bias for layer in layers])
         w_state, w_input = weight[:, :H], weight[:, H:]
+        plan = StagePlan(path.ends, method, step_size, h0.dtype)
+        x = path.evaluate(plan.times).transpose(0, 1)  # (n_times, batch, K)
+        flow = flow_layers(self.flow)
+        if flow is not None:
+            _, hidden, tanh = flow
+            return integrate_gated(
+                h0,
+                x,
+                plan,
+                w_state,
+                w_input,
+                bias,
+                [(layer.weight, layer.bias) for layer in hidden],
+                width=width,
+                gated=self.gated,
+                leak=self.leak,
+                tanh=tanh,
+                tau=self.tau,
+                gain=self.gain,
+            )
         rest = self.flow[1:]
 
         def prepare(x):
@@ -253,8 +277,6 @@ class GatedNODE(nn.Module):
                 dh = torch.sigmoid(pre[:, width:]) * dh
             return (dh / self.tau,)
 
-        plan = StagePlan(path.ends, method, step_size, h0.dtype)
-        x = path.evaluate(plan.times).transpose(0, 1)  # (n_times, batch, K)
         step_bytes = len(plan.tableau[0]) * (3 * len(weight) + 6 * H) * h0.element_size()
         inputs = tuple(self.parameters())
         (h_end,) = integrate_fixed_grid(
