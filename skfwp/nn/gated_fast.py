@@ -155,8 +155,13 @@ class _Loop:
         prefixes = [None] + [rows[:, : i + 1].transpose(1, 2).unbind(0) for i in range(1, S)]
         full, z_next = rows[:-1].transpose(1, 2).unbind(0), rows[1:, 0].unbind(0)
         pre_g = _views(pre[..., width:])[0] if spec.gated else None
-        w_state_t, hidden_t = self.w_state.T, [(W.T, b) for W, b in hidden]
+        buf["views"] = {"pre": pre_v, "pre_f": pre_f, "pre_g": pre_g, "G": G, "F": F_, "A": A}
+        # transposed weights laid out contiguously: the products run faster so
+        w_state_t = self.w_state.T.contiguous()
+        hidden_t = [(W.T.contiguous(), b) for W, b in hidden]
         last = len(hidden) - 1
+        # leak without gain or tanh: k = (b_m − y) + A_m W_mᵀ, one product and no sub
+        fused = spec.leak and not self.keep_f and bool(hidden)
         coefficients = [self.coefficients(n0 + s) for s in range(n)]
         for s in range(n):
             stage_coef, update, _ = coefficients[s]
@@ -171,9 +176,12 @@ class _Loop:
                 o = pre_f[j]
                 for h, (W_t, b) in enumerate(hidden_t):
                     a = torch.clamp_min(o, 0, out=A[h][j])
-                    o = torch.addmm(
-                        b, a, W_t, out=A[h + 1][j] if h < last else k if F_ is None else F_[j]
-                    )
+                    if h < last:
+                        o = torch.addmm(b, a, W_t, out=A[h + 1][j])
+                    elif fused:
+                        o = torch.sub(b, y, out=k).addmm_(a, W_t)
+                    else:
+                        o = torch.addmm(b, a, W_t, out=k if F_ is None else F_[j])
                 if spec.tanh:
                     o = torch.tanh(o, out=F_[j])
                 elif F_ is not None and o is not F_[j]:
@@ -182,7 +190,7 @@ class _Loop:
                     torch.mul(o, self.gain, out=k)
                     if spec.leak:
                         k.sub_(y)
-                elif spec.leak:
+                elif spec.leak and not fused:
                     torch.sub(o, y, out=k)
                 elif o is not k:
                     k.copy_(o)
@@ -201,7 +209,7 @@ class _Loop:
 
         Adds the chunk's parameter gradients to ``grads`` (a dict of tensors).
         """
-        spec, plan, width, hidden = self.spec, self.spec.plan, self.spec.width, self.hidden
+        spec, plan, hidden = self.spec, self.spec.plan, self.hidden
         S, n, (B, H) = len(plan.tableau[2]), n1 - n0, lam.shape
         m, gain, gated = len(hidden), self.gain, spec.gated
         dpre = buf["pre"]  # its values are no longer needed
@@ -210,11 +218,11 @@ class _Loop:
         v, tmp = lam.new_empty(B, H), lam.new_empty(B, H)
         v_flat = v.view(-1)
         dA = [lam.new_empty(B, W.shape[1]) for W, _ in hidden]
-        dpre_v, dpre_f, G, GP, F_, dD_v = _views(
-            dpre, dpre[..., :width], buf["G"], buf.get("GP"), buf["F"], dD_all
-        )
-        dO_v, A = _views(*dO), _views(*buf["A"])
-        dpre_g = _views(dpre[..., width:])[0] if gated else None
+        views = buf["views"]  # the forward's, of the same buffers (pre: now dpre)
+        dpre_v, dpre_f, dpre_g = views["pre"], views["pre_f"], views["pre_g"]
+        G, F_, A = views["G"], views["F"], views["A"]
+        GP, dD_v = _views(buf.get("GP"), dD_all)
+        dO_v = _views(*dO)
         # dL/dO_m: stored where the weight gradient of F's last layer needs it
         dO_last = dO_v[-1] if m else dpre_f
         # ungated, without gain or tanh: dL/dk is dD = dO_m, written there directly
@@ -226,6 +234,7 @@ class _Loop:
             [r.flatten(1)[: S - i].T for i in range(S)] for r in R
         ]  # rows [λ, dY_{S−1}, ..., dY_{i+1}]
         hidden_w = [W for W, _ in hidden]
+        w_state = self.w_state.contiguous()
         coefficients = [self.coefficients(n0 + s) for s in range(n)]
         for s in range(n - 1, -1, -1):
             p = (n - 1 - s) % 2
@@ -256,9 +265,9 @@ class _Loop:
                         dA[h], A[h][j], 0, grad_input=dO_v[h - 1][j] if h else dpre_f[j]
                     )
                 if spec.leak:
-                    torch.addmm(dD, d, self.w_state, beta=-1, out=slot[S - i])
+                    torch.addmm(dD, d, w_state, beta=-1, out=slot[S - i])
                 else:
-                    torch.mm(d, self.w_state, out=slot[S - i])
+                    torch.mm(d, w_state, out=slot[S - i])
             torch.sum(R[p], 0, out=slots[1 - p][0])
             _readout(slots[1 - p][0], grad_out, plan, n0 + s)
         lam = slots[n % 2][0].clone()
@@ -270,9 +279,10 @@ class _Loop:
         Y = buf["Y"]
         Y[0] = buf["ZK"][:-1, 0]  # stage 0 is at the step's start
         flat_dpre = dpre.flatten(0, 2)
-        grads["w_state"].addmm_(flat_dpre.T, Y.flatten(0, 2))
-        grads["w_input"].addmm_(flat_dpre.T, buf["X"].flatten(0, 2))
-        grads["bias"] += flat_dpre.sum(0)
+        X = buf["X"].flatten(0, 2)
+        # [dW_h, dW_x, db] = Σ dpreᵀ [Y, x, 1]: one pass over dpre
+        YX1 = torch.cat([Y.flatten(0, 2), X, X.new_ones(len(X), 1)], 1)
+        grads["first"].addmm_(flat_dpre.T, YX1)
         for j in range(len(self.hidden)):
             flat = dO[j].flatten(0, 2)
             grads["hidden"][2 * j].addmm_(flat.T, buf["A"][j].flatten(0, 2))
@@ -322,10 +332,9 @@ class _GatedRK(torch.autograd.Function):
         spec = ctx.spec
         loop = _Loop(spec, x, w_input, bias, w_state, gain, hidden)
         grad_out = grad_out.contiguous()
+        H, K = w_state.shape[1], w_input.shape[1]
         grads = {
-            "w_input": torch.zeros_like(w_input),
-            "bias": torch.zeros_like(bias),
-            "w_state": torch.zeros_like(w_state),
+            "first": w_input.new_zeros(len(w_input), H + K + 1),  # [dW_h, dW_x, db]
             "hidden": [torch.zeros_like(p) for p in hidden],
             "gain": None if gain is None else torch.zeros_like(gain),
             "x": torch.zeros_like(x) if ctx.needs_input_grad[2] else None,
@@ -339,9 +348,9 @@ class _GatedRK(torch.autograd.Function):
             None,
             lam,
             grads["x"],
-            grads["w_input"],
-            grads["bias"],
-            grads["w_state"],
+            grads["first"][:, H:-1],
+            grads["first"][:, -1],
+            grads["first"][:, :H],
             grads["gain"],
             *grads["hidden"],
         )
