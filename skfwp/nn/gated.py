@@ -31,13 +31,14 @@ Initial state and readout::
     h(0)   = W_0 x(0) + b_0
     outputs = W_c h(T_i) + b_c                at each case's own final knot T_i
 
-Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
+Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.gated_fast.integrate_gated`;
 methods euler, midpoint, rk4 without adjoint) splits the first layers of ``F`` and of
 the gate into their state and input parts, ``W [h, x] = W_h h + W_x x``, evaluates
 ``x(s)`` and the input parts ``W_x x(s) + b`` of both for every stage time in one
 batched call, and steps ``h`` with only ``W_h h`` and the rest of the field in the
-loop. The generic path (:func:`skfwp.nn.solver.integrate`) evaluates the whole field at
-each stage. Both give the same logits and gradients up to float rounding.
+loop, whose backward is written by hand. The generic path
+(:func:`skfwp.nn.solver.integrate`) evaluates the whole field at each stage. Both give
+the same logits and gradients up to float rounding.
 
 With a state as small as ``H = 2`` the learned dynamics can be drawn:
 :meth:`GatedNODE.fixed_points` finds the zeros of the field and

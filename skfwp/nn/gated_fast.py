@@ -29,11 +29,12 @@ gain or tanh). The backward sweeps the steps in reverse with ``λ = dL/dz_{n+1}`
 then ``λ ← λ + Σ_i dY_i``. The parameter gradients are products over all stages of a
 chunk at once (``dpre``, ``dO_l`` and ``dD`` kept per stage)::
 
-    dW_h = Σ dpreᵀ Y,   dW_x = Σ dpreᵀ x,   db = Σ dpre,
-    dW_l = Σ dO_lᵀ A_l,  db_l = Σ dO_l,     dg = Σ dD ⊙ F
+    [dW_h, dW_x, db] = Σ dpreᵀ [Y, x, 1],   dW_l = Σ dO_lᵀ A_l,   db_l = Σ dO_l,
+    dg = Σ dD ⊙ F
 
 so the loop holds about seven small operations per stage forward and six backward,
-none of them recorded by autograd.
+none of them recorded by autograd (the autograd loop of
+:func:`~skfwp.nn.fast_solver.integrate_fixed_grid` records about 25 per stage).
 
 **Memory.** The steps go in chunks of ``max(⌈√n_steps⌉, FIXED_GRID_MEMORY / step
 bytes)`` steps (:data:`skfwp.nn.fast_solver.FIXED_GRID_MEMORY`, as for
@@ -163,6 +164,8 @@ class _Loop:
         # leak without gain or tanh: k = (b_m − y) + A_m W_mᵀ, one product and no sub
         fused = spec.leak and not self.keep_f and bool(hidden)
         coefficients = [self.coefficients(n0 + s) for s in range(n)]
+        tanh, gain, leak, gated = spec.tanh, self.gain, spec.leak, spec.gated
+        readouts = plan.readout_at if out is not None else {}
         for s in range(n):
             stage_coef, update, _ = coefficients[s]
             for i in range(S):
@@ -182,22 +185,22 @@ class _Loop:
                         o = torch.sub(b, y, out=k).addmm_(a, W_t)
                     else:
                         o = torch.addmm(b, a, W_t, out=k if F_ is None else F_[j])
-                if spec.tanh:
+                if tanh:
                     o = torch.tanh(o, out=F_[j])
                 elif F_ is not None and o is not F_[j]:
                     o = F_[j].copy_(o)
-                if self.gain is not None:
-                    torch.mul(o, self.gain, out=k)
-                    if spec.leak:
+                if gain is not None:
+                    torch.mul(o, gain, out=k)
+                    if leak:
                         k.sub_(y)
-                elif spec.leak and not fused:
+                elif leak and not fused:
                     torch.sub(o, y, out=k)
                 elif o is not k:
                     k.copy_(o)
-                if spec.gated:
+                if gated:
                     k.mul_(torch.sigmoid(pre_g[j], out=G[j]))
             torch.mv(full[s], update, out=z_next[s])
-            if out is not None:
+            if n0 + s + 1 in readouts:
                 _readout(out, zk[(s + 1) * (S + 1)], plan, n0 + s + 1)
         if spec.gated:  # k (1 − G) = G (1 − G) D, for the gate's gradient
             K = ZK[:-1, 1:].transpose(0, 1)
@@ -236,6 +239,7 @@ class _Loop:
         hidden_w = [W for W, _ in hidden]
         w_state = self.w_state.contiguous()
         coefficients = [self.coefficients(n0 + s) for s in range(n)]
+        tanh, leak, reverse_layers = spec.tanh, spec.leak, list(range(m - 1, -1, -1))
         for s in range(n - 1, -1, -1):
             p = (n - 1 - s) % 2
             adjoint, slot, prefix = coefficients[s][2], slots[p], prefixes[p]
@@ -247,7 +251,7 @@ class _Loop:
                     torch.mv(prefix[i], adjoint[i], out=dD.view(-1))
                 else:
                     torch.mv(prefix[i], adjoint[i], out=v_flat)
-                    out = dD_v[j] if gain is not None else tmp if spec.tanh else dO_last[j]
+                    out = dD_v[j] if gain is not None else tmp if tanh else dO_last[j]
                     if gated:
                         dD = torch.mul(v, G[j], out=out)
                         torch.mul(v, GP[j], out=dpre_g[j])
@@ -255,21 +259,22 @@ class _Loop:
                         dD = out.copy_(v)
                     dF = dD
                     if gain is not None:
-                        dF = torch.mul(dD, gain, out=tmp if spec.tanh else dO_last[j])
-                    if spec.tanh:  # dO = dF (1 − F²)
+                        dF = torch.mul(dD, gain, out=tmp if tanh else dO_last[j])
+                    if tanh:  # dO = dF (1 − F²)
                         f = F_[j]
                         torch.addcmul(dF, torch.mul(dF, f, out=v), f, value=-1, out=dO_last[j])
-                for h in range(m - 1, -1, -1):
+                for h in reverse_layers:
                     torch.mm(dO_v[h][j], hidden_w[h], out=dA[h])
                     torch.ops.aten.threshold_backward.grad_input(
                         dA[h], A[h][j], 0, grad_input=dO_v[h - 1][j] if h else dpre_f[j]
                     )
-                if spec.leak:
+                if leak:
                     torch.addmm(dD, d, w_state, beta=-1, out=slot[S - i])
                 else:
                     torch.mm(d, w_state, out=slot[S - i])
             torch.sum(R[p], 0, out=slots[1 - p][0])
-            _readout(slots[1 - p][0], grad_out, plan, n0 + s)
+            if n0 + s in plan.readout_at:
+                _readout(slots[1 - p][0], grad_out, plan, n0 + s)
         lam = slots[n % 2][0].clone()
         self._parameter_grads(buf, dpre, dO, dD_all, grads, n0, n1)
         return lam
