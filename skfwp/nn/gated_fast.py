@@ -128,25 +128,25 @@ class _Loop:
     def forward_chunk(self, z, n0, n1, out=None):
         """Steps ``n0:n1`` from ``z``: the state ``z_{n1}`` (a copy) and the chunk's buffers.
 
-        Buffers of shape (S, n, batch, ·) (stage-major) hold ``x``, ``pre`` (which the
+        Buffers of shape (n, S, batch, ·) (step-major) hold ``x``, ``pre`` (which the
         backward overwrites with ``dpre``), ``Y``, ``A_l``, ``G``, ``k (1 − G)`` and
         ``F``; ``ZK`` (n + 1, S + 1, batch, H) the rows ``[z_n, k_0, ..., k_{S−1}]`` of
         each step. Adds the readouts to ``out`` when given.
         """
         spec, plan, width, hidden = self.spec, self.spec.plan, self.spec.width, self.hidden
         S, n, (B, H) = len(plan.tableau[2]), n1 - n0, z.shape
-        X = torch.stack(plan.stages(self.x, n0, n1))  # (S, n, B, K)
-        pre = F.linear(X, self.w_input, self.bias)  # (S, n, B, width [+ H])
+        X = torch.stack(plan.stages(self.x, n0, n1), 1)  # (n, S, B, K)
+        pre = F.linear(X, self.w_input, self.bias)  # (n, S, B, width [+ H])
 
         def new(size):
-            return z.new_empty(S, n, B, size)
+            return z.new_empty(n, S, B, size)
 
         buf = {"X": X, "pre": pre, "A": [new(W.shape[1]) for W, _ in hidden], "Y": new(H)}
         buf["G"] = new(H) if spec.gated else None
         buf["F"] = new(H) if self.keep_f else None
         ZK = buf["ZK"] = z.new_empty(n + 1, S + 1, B, H)
         ZK[0, 0] = z
-        # every stage's views at once (stage i of step s at i * n + s): indexing a tensor
+        # every stage's views at once (stage i of step s at s * S + i): indexing a tensor
         # costs more than the small operations themselves
         pre_v, pre_f, Y, G, F_ = _views(pre, pre[..., :width], buf["Y"], buf["G"], buf["F"])
         A = _views(*buf["A"])
@@ -169,7 +169,7 @@ class _Loop:
         for s in range(n):
             stage_coef, update, _ = coefficients[s]
             for i in range(S):
-                j, k = i * n + s, zk[s * (S + 1) + 1 + i]
+                j, k = s * S + i, zk[s * (S + 1) + 1 + i]
                 if i:
                     y = Y[j]
                     torch.mv(prefixes[i][s], stage_coef[i], out=Y_flat[j])
@@ -203,7 +203,7 @@ class _Loop:
             if n0 + s + 1 in readouts:
                 _readout(out, zk[(s + 1) * (S + 1)], plan, n0 + s + 1)
         if spec.gated:  # k (1 − G) = G (1 − G) D, for the gate's gradient
-            K = ZK[:-1, 1:].transpose(0, 1)
+            K = ZK[:-1, 1:]
             buf["GP"] = torch.addcmul(K, K, buf["G"], value=-1)
         return ZK[n, 0].clone(), buf
 
@@ -216,8 +216,8 @@ class _Loop:
         S, n, (B, H) = len(plan.tableau[2]), n1 - n0, lam.shape
         m, gain, gated = len(hidden), self.gain, spec.gated
         dpre = buf["pre"]  # its values are no longer needed
-        dO = [lam.new_empty(S, n, B, W.shape[0]) for W, _ in hidden]
-        dD_all = lam.new_empty(S, n, B, H) if gain is not None else None
+        dO = [lam.new_empty(n, S, B, W.shape[0]) for W, _ in hidden]
+        dD_all = lam.new_empty(n, S, B, H) if gain is not None else None
         v, tmp = lam.new_empty(B, H), lam.new_empty(B, H)
         v_flat = v.view(-1)
         dA = [lam.new_empty(B, W.shape[1]) for W, _ in hidden]
@@ -244,7 +244,7 @@ class _Loop:
             p = (n - 1 - s) % 2
             adjoint, slot, prefix = coefficients[s][2], slots[p], prefixes[p]
             for i in range(S - 1, -1, -1):
-                j = i * n + s
+                j = s * S + i
                 d = dpre_v[j]
                 if direct:
                     dD = dO_last[j]
@@ -275,16 +275,14 @@ class _Loop:
             torch.sum(R[p], 0, out=slots[1 - p][0])
             if n0 + s in plan.readout_at:
                 _readout(slots[1 - p][0], grad_out, plan, n0 + s)
-        lam = slots[n % 2][0].clone()
         self._parameter_grads(buf, dpre, dO, dD_all, grads, n0, n1)
-        return lam
+        return slots[n % 2][0].clone()
 
     def _parameter_grads(self, buf, dpre, dO, dD_all, grads, n0, n1):
         """The chunk's weight gradients, each one product over all its stages."""
-        Y = buf["Y"]
-        Y[0] = buf["ZK"][:-1, 0]  # stage 0 is at the step's start
+        Y, X = buf["Y"], buf["X"].flatten(0, 2)
+        Y[:, 0] = buf["ZK"][:-1, 0]  # stage 0 is at the step's start
         flat_dpre = dpre.flatten(0, 2)
-        X = buf["X"].flatten(0, 2)
         # [dW_h, dW_x, db] = Σ dpreᵀ [Y, x, 1]: one pass over dpre
         YX1 = torch.cat([Y.flatten(0, 2), X, X.new_ones(len(X), 1)], 1)
         grads["first"].addmm_(flat_dpre.T, YX1)
@@ -295,13 +293,13 @@ class _Loop:
         if dD_all is not None:
             grads["gain"] += (dD_all * buf["F"]).sum()
         if grads.get("x") is not None:
-            dX = dpre @ self.w_input  # (S, n, B, K)
-            for view, g in zip(self.spec.plan.stages(grads["x"], n0, n1), dX, strict=True):
-                view += g
+            dX = dpre @ self.w_input  # (n, S, B, K)
+            for i, view in enumerate(self.spec.plan.stages(grads["x"], n0, n1)):
+                view += dX[:, i]
 
 
 def _views(*buffers):
-    """Each buffer (S, n, ...) as a tuple of its views ``[i, s]`` (at ``i * n + s``), or None."""
+    """Each buffer (n, S, ...) as a tuple of its views ``[s, i]`` (at ``s * S + i``), or None."""
     return [None if b is None else b.flatten(0, 1).unbind(0) for b in buffers]
 
 
