@@ -50,7 +50,6 @@ import math
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 
 from . import fast_solver
 
@@ -135,13 +134,16 @@ class _Loop:
         """
         spec, plan, width, hidden = self.spec, self.spec.plan, self.spec.width, self.hidden
         S, n, (B, H) = len(plan.tableau[2]), n1 - n0, z.shape
-        X = torch.stack(plan.stages(self.x, n0, n1), 1)  # (n, S, B, K)
-        pre = F.linear(X, self.w_input, self.bias)  # (n, S, B, width [+ H])
+        X1 = z.new_empty(n, S, B, self.x.shape[-1] + 1)  # [x, 1] at every stage
+        X1[..., -1] = 1
+        for i, x in enumerate(plan.stages(self.x, n0, n1)):
+            X1[:, i, :, :-1] = x
+        pre = X1 @ torch.cat([self.w_input, self.bias[:, None]], 1).T  # (n, S, B, width [+ H])
 
         def new(size):
             return z.new_empty(n, S, B, size)
 
-        buf = {"X": X, "pre": pre, "A": [new(W.shape[1]) for W, _ in hidden], "Y": new(H)}
+        buf = {"X1": X1, "pre": pre, "A": [new(W.shape[1]) for W, _ in hidden], "Y": new(H)}
         buf["G"] = new(H) if spec.gated else None
         buf["F"] = new(H) if self.keep_f else None
         ZK = buf["ZK"] = z.new_empty(n + 1, S + 1, B, H)
@@ -203,8 +205,8 @@ class _Loop:
             if n0 + s + 1 in readouts:
                 _readout(out, zk[(s + 1) * (S + 1)], plan, n0 + s + 1)
         if spec.gated:  # k (1 − G) = G (1 − G) D, for the gate's gradient
-            K = ZK[:-1, 1:]
-            buf["GP"] = torch.addcmul(K, K, buf["G"], value=-1)
+            K = ZK[:-1, 1:]  # the backward needs no k: overwritten in place
+            buf["GP"] = K.addcmul_(K, buf["G"], value=-1)
         return ZK[n, 0].clone(), buf
 
     def backward_chunk(self, buf, n0, n1, lam, grad_out, grads):
@@ -280,12 +282,12 @@ class _Loop:
 
     def _parameter_grads(self, buf, dpre, dO, dD_all, grads, n0, n1):
         """The chunk's weight gradients, each one product over all its stages."""
-        Y, X = buf["Y"], buf["X"].flatten(0, 2)
+        Y, H = buf["Y"], buf["Y"].shape[-1]
         Y[:, 0] = buf["ZK"][:-1, 0]  # stage 0 is at the step's start
         flat_dpre = dpre.flatten(0, 2)
-        # [dW_h, dW_x, db] = Σ dpreᵀ [Y, x, 1]: one pass over dpre
-        YX1 = torch.cat([Y.flatten(0, 2), X, X.new_ones(len(X), 1)], 1)
-        grads["first"].addmm_(flat_dpre.T, YX1)
+        # [dW_h, dW_x, db] = Σ dpreᵀ [Y, x, 1]
+        grads["first"][:, :H].addmm_(flat_dpre.T, Y.flatten(0, 2))
+        grads["first"][:, H:].addmm_(flat_dpre.T, buf["X1"].flatten(0, 2))
         for j in range(len(self.hidden)):
             flat = dO[j].flatten(0, 2)
             grads["hidden"][2 * j].addmm_(flat.T, buf["A"][j].flatten(0, 2))
