@@ -127,10 +127,11 @@ class _Loop:
     def forward_chunk(self, z, n0, n1, out=None):
         """Steps ``n0:n1`` from ``z``: the state ``z_{n1}`` (a copy) and the chunk's buffers.
 
-        Buffers of shape (n, S, batch, ·) (step-major) hold ``x``, ``pre`` (which the
-        backward overwrites with ``dpre``), ``Y``, ``A_l``, ``G``, ``k (1 − G)`` and
-        ``F``; ``ZK`` (n + 1, S + 1, batch, H) the rows ``[z_n, k_0, ..., k_{S−1}]`` of
-        each step. Adds the readouts to ``out`` when given.
+        Buffers of shape (n, S, batch, ·) (step-major) hold ``[x, 1]``, ``pre`` (which
+        the backward overwrites with ``dpre``), ``Y``, ``A_l``, ``G`` and ``F``; ``ZK``
+        (n + 1, S + 1, batch, H) the rows ``[z_n, k_0, ..., k_{S−1}]`` of each step, the
+        ``k_i`` overwritten with ``k_i (1 − G)`` at the end. Adds the readouts to ``out``
+        when given.
         """
         spec, plan, width, hidden = self.spec, self.spec.plan, self.spec.width, self.hidden
         S, n, (B, H) = len(plan.tableau[2]), n1 - n0, z.shape
