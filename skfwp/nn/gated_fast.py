@@ -159,7 +159,15 @@ class _Loop:
         prefixes = [None] + [rows[:, : i + 1].transpose(1, 2).unbind(0) for i in range(1, S)]
         full, z_next = rows[:-1].transpose(1, 2).unbind(0), rows[1:, 0].unbind(0)
         pre_g = _views(pre[..., width:])[0] if spec.gated else None
-        buf["views"] = {"pre": pre_v, "pre_f": pre_f, "pre_g": pre_g, "G": G, "F": F_, "A": A}
+        buf["views"] = {
+            "pre": pre_v,
+            "pre_f": pre_f,
+            "pre_g": pre_g,
+            "G": G,
+            "F": F_,
+            "A": A,
+            "zk": zk,
+        }
         # transposed weights laid out contiguously: the products run faster so
         w_state_t = self.w_state.T.contiguous()
         hidden_t = [(W.T.contiguous(), b) for W, b in hidden]
@@ -207,7 +215,7 @@ class _Loop:
                 _readout(out, zk[(s + 1) * (S + 1)], plan, n0 + s + 1)
         if spec.gated:  # k (1 − G) = G (1 − G) D, for the gate's gradient
             K = ZK[:-1, 1:]  # the backward needs no k: overwritten in place
-            buf["GP"] = K.addcmul_(K, buf["G"], value=-1)
+            K.addcmul_(K, buf["G"], value=-1)
         return ZK[n, 0].clone(), buf
 
     def backward_chunk(self, buf, n0, n1, lam, grad_out, grads):
@@ -227,7 +235,7 @@ class _Loop:
         views = buf["views"]  # the forward's, of the same buffers (pre: now dpre)
         dpre_v, dpre_f, dpre_g = views["pre"], views["pre_f"], views["pre_g"]
         G, F_, A = views["G"], views["F"], views["A"]
-        GP, dD_v = _views(buf.get("GP"), dD_all)
+        (dD_v,), zk = _views(dD_all), views["zk"]  # zk: k (1 − G) after the forward
         dO_v = _views(*dO)
         # dL/dO_m: stored where the weight gradient of F's last layer needs it
         dO_last = dO_v[-1] if m else dpre_f
@@ -257,7 +265,7 @@ class _Loop:
                     out = dD_v[j] if gain is not None else tmp if tanh else dO_last[j]
                     if gated:
                         dD = torch.mul(v, G[j], out=out)
-                        torch.mul(v, GP[j], out=dpre_g[j])
+                        torch.mul(v, zk[s * (S + 1) + 1 + i], out=dpre_g[j])
                     else:
                         dD = out.copy_(v)
                     dF = dD
