@@ -1,5 +1,7 @@
 """GatedNODEClassifier's model against closed forms and an oracle; the flip-flop data."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -416,6 +418,124 @@ def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
     model = _model(ip.n_path_channels_, tau=0.7)
     monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 0)  # chunks of ⌈√n⌉ steps
     fast_vs_generic(model, path, method, 0.5)
+
+
+def _uses_hand_written_backward(model, path):
+    h = model.integrate_fast(model.initial_state(path), path, "rk4")
+    return type(h.grad_fn).__name__ == "_GatedRKBackward"
+
+
+#: Every branch of the hand-written backward: gated x leak x gain x tanh x depth of F.
+HAND_WRITTEN = [
+    (gated, flow_layers, {"leak": leak, "gain": gain, "flow_activation": activation})
+    for gated in (True, False)
+    for flow_layers in ((), (7,), (6, 5))
+    for leak in (True, False)
+    for gain in (False, True)
+    for activation in (None, "tanh")
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "step_size"), [("euler", 1.0), ("midpoint", 0.7), ("rk4", 0.5), ("rk4", 0.7)]
+)
+@pytest.mark.parametrize(("gated", "flow_layers", "options"), HAND_WRITTEN)
+def test_hand_written_backward_matches_generic(method, step_size, gated, flow_layers, options):
+    """The hand-written backward (:mod:`skfwp.nn.gated_fast`) against torchdiffeq's autograd.
+
+    Cases end at knots 8, 5, 0 (a single observation, read at the initial state) and
+    3; step 0.7 reads them between grid points and ends on a shorter step.
+    """
+    ip, path = make_path(9, [8, 5, 0, 3], random_state=6)
+    model = _model(ip.n_path_channels_, gated=gated, flow_layers=flow_layers, tau=0.7, **options)
+    if options["gain"]:
+        with torch.no_grad():
+            model.gain.fill_(1.3)
+    assert _uses_hand_written_backward(model, path)
+    fast, _ = fast_vs_generic(model, path, method, step_size)
+    assert fast.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("method", ["midpoint", "rk4"])
+def test_hand_written_backward_matches_the_autograd_loop(method, monkeypatch):
+    """Logits and gradients equal those of the autograd loop it replaces, to rounding."""
+    from skfwp.nn import gated
+
+    ip, path = make_path(12, [11, 6, 9], random_state=7)
+    model = _model(ip.n_path_channels_, flow_layers=(6, 5), tau=0.7, gain=True)
+    params = list(model.parameters())
+
+    def run():
+        logits = model(path, solver_backend="fast", method=method, step_size=0.7)
+        return logits, torch.autograd.grad(logits.square().sum(), params)
+
+    new, new_grads = run()
+    monkeypatch.setattr(gated, "flow_layers", lambda flow: None)  # the autograd loop
+    assert not _uses_hand_written_backward(model, path)
+    old, old_grads = run()
+    torch.testing.assert_close(new, old, rtol=1e-12, atol=1e-12)
+    for a, b in zip(new_grads, old_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    with torch.no_grad():  # prediction runs the same loop without keeping anything
+        torch.testing.assert_close(model(path, method=method, step_size=0.7), new.detach())
+
+
+@pytest.mark.parametrize("options", [{}, {"gain": True, "flow_activation": "tanh", "leak": False}])
+def test_hand_written_backward_gradcheck_in_chunks(options, monkeypatch):
+    """gradcheck of every input, the path's values included, with the run in chunks."""
+    from skfwp.nn import fast_solver
+    from skfwp.nn.fast_solver import StagePlan
+    from skfwp.nn.gated_fast import integrate_gated
+
+    monkeypatch.setattr(fast_solver, "FIXED_GRID_MEMORY", 0)  # chunks of ⌈√n⌉ steps
+    ends = torch.tensor([5, 2, 4])
+    plan = StagePlan(ends, "rk4", 0.7, torch.float64)
+    assert plan.n_steps > math.ceil(math.sqrt(plan.n_steps))  # more than one chunk
+    H, K, width = 2, 3, 4
+
+    def rand(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    tensors = (
+        rand(3, H),  # h0
+        rand(len(plan.times), 3, K),  # x
+        rand(width + H, H),  # w_state
+        rand(width + H, K),  # w_input
+        rand(width + H),  # bias
+        rand(3, width),  # W_1
+        rand(3),  # b_1
+        rand(H, 3),  # W_2
+        rand(H),  # b_2
+        rand(()),  # gain
+    )
+
+    def run(h0, x, w_state, w_input, bias, W1, b1, W2, b2, gain):
+        return integrate_gated(
+            h0,
+            x,
+            plan,
+            w_state,
+            w_input,
+            bias,
+            [(W1, b1), (W2, b2)],
+            width=width,
+            gated=True,
+            leak=options.get("leak", True),
+            tanh=options.get("flow_activation") == "tanh",
+            tau=0.8,
+            gain=gain if options.get("gain") else None,
+        )
+
+    assert torch.autograd.gradcheck(run, tensors)
+
+
+def test_unknown_flow_falls_back_to_the_autograd_loop():
+    """A flow that is not Linear/ReLU layers runs the autograd loop, and still agrees."""
+    ip, path = make_path(9, [8, 5, 3], random_state=3)
+    model = _model(ip.n_path_channels_, flow_layers=(8,), tau=0.7)
+    model.flow[1] = torch.nn.Tanh()  # a tanh hidden layer: not what mlp builds here
+    assert not _uses_hand_written_backward(model, path)
+    fast_vs_generic(model, path, "rk4", 0.5)
 
 
 @pytest.mark.gpu

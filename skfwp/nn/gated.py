@@ -31,13 +31,14 @@ Initial state and readout::
     h(0)   = W_0 x(0) + b_0
     outputs = W_c h(T_i) + b_c                at each case's own final knot T_i
 
-Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
+Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.gated_fast.integrate_gated`;
 methods euler, midpoint, rk4 without adjoint) splits the first layers of ``F`` and of
 the gate into their state and input parts, ``W [h, x] = W_h h + W_x x``, evaluates
 ``x(s)`` and the input parts ``W_x x(s) + b`` of both for every stage time in one
 batched call, and steps ``h`` with only ``W_h h`` and the rest of the field in the
-loop. The generic path (:func:`skfwp.nn.solver.integrate`) evaluates the whole field at
-each stage. Both give the same logits and gradients up to float rounding.
+loop, whose backward is written by hand. The generic path
+(:func:`skfwp.nn.solver.integrate`) evaluates the whole field at each stage. Both give
+the same logits and gradients up to float rounding.
 
 With a state as small as ``H = 2`` the learned dynamics can be drawn:
 :meth:`GatedNODE.fixed_points` finds the zeros of the field and
@@ -54,6 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .fast_solver import StagePlan, integrate_fixed_grid
+from .gated_fast import flow_layers, integrate_gated
 from .layers import mlp
 from .solver import ModelField, integrate, solve
 
@@ -225,12 +227,15 @@ class GatedNODE(nn.Module):
         return self.output(h_end)
 
     def integrate_fast(self, h0, path, method="rk4", step_size=None):
-        """``h(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
+        """``h(T_i)`` on the fixed grid, shape (batch, H).
 
-        The input parts ``W_x x + b`` of ``F``'s first layer and of the gate, shape
-        (n_stages, n, batch, width + H), come from one batched call per run of steps;
-        each stage then computes ``W_h h`` (one matrix product for both), the rest of
-        ``F`` and the gate.
+        The input parts ``W_x x + b`` of ``F``'s first layer and of the gate come from
+        one batched call per run of steps; each stage then computes ``W_h h`` (one
+        matrix product for both), the rest of ``F`` and the gate. A flow built by
+        :func:`skfwp.nn.layers.mlp` (every setting of this class) runs in
+        :func:`skfwp.nn.gated_fast.integrate_gated`, whose backward is written by hand;
+        any other ``self.flow`` (a replaced module) in
+        :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, by autograd.
         """
         if int(path.ends.max()) == 0:  # every case is a single observation
             return h0
@@ -240,6 +245,26 @@ class GatedNODE(nn.Module):
         weight = torch.cat([layer.weight for layer in layers])  # (width [+ H], H + K)
         bias = torch.cat([layer.bias for layer in layers])
         w_state, w_input = weight[:, :H], weight[:, H:]
+        plan = StagePlan(path.ends, method, step_size, h0.dtype)
+        x = path.evaluate(plan.times).transpose(0, 1)  # (n_times, batch, K)
+        flow = flow_layers(self.flow)
+        if flow is not None:
+            _, hidden, tanh = flow
+            return integrate_gated(
+                h0,
+                x,
+                plan,
+                w_state,
+                w_input,
+                bias,
+                [(layer.weight, layer.bias) for layer in hidden],
+                width=width,
+                gated=self.gated,
+                leak=self.leak,
+                tanh=tanh,
+                tau=self.tau,
+                gain=self.gain,
+            )
         rest = self.flow[1:]
 
         def prepare(x):
@@ -253,8 +278,6 @@ class GatedNODE(nn.Module):
                 dh = torch.sigmoid(pre[:, width:]) * dh
             return (dh / self.tau,)
 
-        plan = StagePlan(path.ends, method, step_size, h0.dtype)
-        x = path.evaluate(plan.times).transpose(0, 1)  # (n_times, batch, K)
         step_bytes = len(plan.tableau[0]) * (3 * len(weight) + 6 * H) * h0.element_size()
         inputs = tuple(self.parameters())
         (h_end,) = integrate_fixed_grid(
