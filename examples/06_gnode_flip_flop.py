@@ -46,6 +46,7 @@ SETTINGS = dict(
     learning_rate_init=3e-3,
     logsig_window=None,
     observation_dropout=0.0,
+    bidirectional=False,  # the flow-field plot reads one model's state
 )
 #: Per task: the estimator, the data, its score's name and the picture's file.
 TASKS = {

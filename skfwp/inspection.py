@@ -194,7 +194,8 @@ def flow_field(estimator, x_fixed=None, *, bounds=(-3, 3, -3, 3), grid=30, n_see
     >>> from skfwp.datasets import make_flip_flop
     >>> from skfwp.inspection import flow_field
     >>> X, y = make_flip_flop(16, n_timepoints=20, random_state=0)
-    >>> clf = GatedNODEClassifier(hidden_size=2, max_iter=2, random_state=0).fit(X, y)
+    >>> clf = GatedNODEClassifier(hidden_size=2, bidirectional=False, max_iter=2,
+    ...                           random_state=0).fit(X, y)
     >>> field = flow_field(clf, grid=10)
     >>> field.velocity.shape, bool((field.fixed_points.speed < 1e-5).all())
     ((10, 10, 2), True)
@@ -238,7 +239,8 @@ def readout_map(estimator, *, bounds, grid=200):
     >>> from skfwp.datasets import make_flip_flop
     >>> from skfwp.inspection import readout_map
     >>> X, y = make_flip_flop(16, n_timepoints=20, random_state=0)
-    >>> clf = GatedNODEClassifier(hidden_size=2, max_iter=2, random_state=0).fit(X, y)
+    >>> clf = GatedNODEClassifier(hidden_size=2, bidirectional=False, max_iter=2,
+    ...                           random_state=0).fit(X, y)
     >>> h1, h2, region = readout_map(clf, bounds=(-1, 1, -1, 1), grid=5)
     >>> region.shape, set(region.ravel().tolist()) <= set(range(len(clf.classes_)))
     ((5, 5), True)

@@ -192,7 +192,8 @@ def plot_history(clf, ax=None):
     >>> from skfwp.plotting import plot_history
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.normal(size=(20, 1, 8)), np.arange(20) % 2
-    >>> clf = GatedNODEClassifier(hidden_size=2, max_iter=3, random_state=0).fit(X, y)
+    >>> clf = GatedNODEClassifier(hidden_size=2, bidirectional=False, max_iter=3,
+    ...                           random_state=0).fit(X, y)
     >>> len(plot_history(clf).lines)
     2
     """
@@ -293,7 +294,8 @@ def plot_flow_field(
     >>> from skfwp.datasets import make_flip_flop
     >>> from skfwp.plotting import plot_flow_field
     >>> X, y = make_flip_flop(16, n_timepoints=20, random_state=0)
-    >>> clf = GatedNODEClassifier(hidden_size=2, max_iter=2, random_state=0).fit(X, y)
+    >>> clf = GatedNODEClassifier(hidden_size=2, bidirectional=False, max_iter=2,
+    ...                           random_state=0).fit(X, y)
     >>> ax, fixed = plot_flow_field(clf, X=X[:4], y=y[:4])
     >>> fixed.points.shape[1], bool((fixed.speed < 1e-5).all())
     (2, True)

@@ -31,6 +31,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
 import skfwp
+from skfwp.nn.ensemble import Bidirectional
 from skfwp.persistence import FORMAT_VERSION, _digest
 
 X0, Y0 = make_tiny_panel(n_cases=12, n_timepoints=8)
@@ -381,7 +382,10 @@ def _patched_forward(transform):
     """Check that runs the model with ``transform(forward, module, path, options)``."""
 
     def check(clf, X, monkeypatch, exc, match):
-        module_cls = type(clf.module_)
+        module = clf.module_
+        if isinstance(module, Bidirectional):  # patch the class both directions run
+            module = module.forward_model
+        module_cls = type(module)
         forward = module_cls.forward
         monkeypatch.setattr(
             module_cls, "forward", lambda m, path, **o: transform(forward, m, path, o)

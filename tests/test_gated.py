@@ -206,9 +206,9 @@ def test_classifier_builds_the_released_options(tiny_panel):
         max_iter=2,
         random_state=0,
     ).fit(X, y)
-    m = clf.module_
-    assert (m.leak, type(m.flow[-1]).__name__) == (False, "Tanh")
-    assert m.gain is not None and m.gain.item() != 1.0  # the gain was trained
+    for m in (clf.module_.forward_model, clf.module_.reverse_model):  # bidirectional
+        assert (m.leak, type(m.flow[-1]).__name__) == (False, "Tanh")
+        assert m.gain is not None and m.gain.item() != 1.0  # the gain was trained
 
 
 def test_trajectory_ends_where_forward_reads_out():
@@ -293,6 +293,7 @@ def test_tiny_states_learn(hidden_size, gated, tiny_panel):
         hidden_size=hidden_size,
         flow_layers=(16,),
         gated=gated,
+        bidirectional=False,  # one model's tiny state
         max_iter=30,
         learning_rate_init=1e-2,
         random_state=0,

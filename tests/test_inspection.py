@@ -27,9 +27,9 @@ def flip_flop():
 @pytest.fixture(scope="module")
 def gnode(flip_flop):
     X, y = flip_flop
-    return GatedNODEClassifier(hidden_size=2, flow_layers=(4,), max_iter=2, random_state=0).fit(
-        X, y
-    )
+    return GatedNODEClassifier(
+        hidden_size=2, flow_layers=(4,), bidirectional=False, max_iter=2, random_state=0
+    ).fit(X, y)
 
 
 def _unequal(X):
@@ -45,7 +45,9 @@ def test_trajectories_end_where_the_readout_reads(cls, flip_flop):
     """Each case's trajectory has one state per knot up to its own end, and the linear
     readout of its last state is the model's output (an independent forward pass)."""
     X, y = flip_flop
-    params = {"flow_layers": (4,)} if cls is GatedNODEClassifier else {"control_rank": 2}
+    params = {"control_rank": 2}
+    if cls is GatedNODEClassifier:
+        params = {"flow_layers": (4,), "bidirectional": False}  # one model's states
     clf = cls(hidden_size=3, max_iter=2, logsig_window=None, test_time_augmentation=0, **params)
     clf.set_params(random_state=0).fit(X, y)  # predictions read the full path only
     Xu = _unequal(X)
@@ -68,7 +70,9 @@ def test_trajectories_of_a_pipeline_read_the_transformed_input(flip_flop):
     X, y = flip_flop
     pipe = make_pipeline(
         ChannelStandardScaler(),
-        GatedNODEClassifier(hidden_size=2, flow_layers=(4,), max_iter=1, random_state=0),
+        GatedNODEClassifier(
+            hidden_size=2, flow_layers=(4,), bidirectional=False, max_iter=1, random_state=0
+        ),
     ).fit(X, y)
     direct = pipe[-1].trajectories(pipe[0].transform(X[:2]))
     for got, expected in zip(trajectories(pipe, X[:2]), direct, strict=True):
@@ -129,10 +133,14 @@ def test_inspection_refuses_what_it_cannot_read(gnode, flip_flop):
         flow_field(ncode)
     with pytest.raises(ValueError, match=r"x_fixed must have shape \(3,\)"):
         flow_field(gnode, [0.0])
-    wide = GatedNODEClassifier(hidden_size=3, flow_layers=(4,), max_iter=1).fit(X, y)
+    wide = GatedNODEClassifier(
+        hidden_size=3, flow_layers=(4,), bidirectional=False, max_iter=1
+    ).fit(X, y)
     with pytest.raises(ValueError, match="hidden_size=2"):
         flow_field(wide)
-    pair = GatedNODEClassifier(hidden_size=2, flow_layers=(4,), n_estimators=2, max_iter=1)
+    pair = GatedNODEClassifier(
+        hidden_size=2, flow_layers=(4,), bidirectional=False, n_estimators=2, max_iter=1
+    )
     with pytest.raises(ValueError, match="n_estimators=2"):
         pair.fit(X, y).trajectories(X[:1])
     with pytest.raises(NotFittedError):

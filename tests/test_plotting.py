@@ -42,6 +42,7 @@ def fitted(flip_flop):
     clf = GatedNODEClassifier(
         hidden_size=2,
         flow_layers=(4,),
+        bidirectional=False,
         max_iter=4,
         early_stopping=True,
         validation_fraction=0.25,
@@ -106,7 +107,9 @@ def test_flow_field_of_a_pipeline_reads_the_scaled_input(flip_flop):
     X, y = flip_flop
     pipe = make_pipeline(
         ChannelStandardScaler(),
-        GatedNODEClassifier(hidden_size=2, flow_layers=(4,), max_iter=2, random_state=0),
+        GatedNODEClassifier(
+            hidden_size=2, flow_layers=(4,), bidirectional=False, max_iter=2, random_state=0
+        ),
     ).fit(X, y)
     ax, _ = plot_flow_field(pipe, X=X[:3])
     Xs = pipe[0].transform(X[:1])
@@ -117,7 +120,9 @@ def test_flow_field_of_a_pipeline_reads_the_scaled_input(flip_flop):
 
 def test_flow_field_rejects_what_it_cannot_draw(fitted, flip_flop):
     X, y = flip_flop
-    wide = GatedNODEClassifier(hidden_size=3, flow_layers=(4,), max_iter=1).fit(X, y)
+    wide = GatedNODEClassifier(
+        hidden_size=3, flow_layers=(4,), bidirectional=False, max_iter=1
+    ).fit(X, y)
     with pytest.raises(ValueError, match="hidden_size=2"):
         plot_flow_field(wide)
     fwp = ContinuousDeltaClassifier(hidden_size=4, n_heads=2, ff_dim=4, max_iter=1).fit(X, y)
@@ -127,7 +132,9 @@ def test_flow_field_rejects_what_it_cannot_draw(fitted, flip_flop):
         plot_flow_field(fitted, x_fixed=[0.0, 1.0])
     with pytest.raises(NotFittedError):
         plot_flow_field(GatedNODEClassifier(hidden_size=2))
-    pair = GatedNODEClassifier(hidden_size=2, flow_layers=(4,), n_estimators=2, max_iter=1)
+    pair = GatedNODEClassifier(
+        hidden_size=2, flow_layers=(4,), bidirectional=False, n_estimators=2, max_iter=1
+    )
     with pytest.raises(ValueError, match="n_estimators=2 models"):
         plot_flow_field(pair.fit(X, y))
 

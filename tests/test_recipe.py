@@ -15,7 +15,9 @@ from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
 from skfwp.path import WARP_PIECES, read_at, warp_positions
 
-SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,)}
+#: One direction: these tests read the paths and members of one model (both directions:
+#: test_bidirectional.py).
+SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,), "bidirectional": False}
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
