@@ -5,6 +5,7 @@ import torch
 import torchcde
 from conftest import FAST_CASES, fast_refused, fast_vs_generic, fast_vs_generic_on_cuda, make_path
 
+from skfwp.nn.ensemble import Bidirectional
 from skfwp.nn.ncde import CDEVectorField, NeuralCDE, _ControlledField
 from skfwp.nn.solver import integrate
 
@@ -170,3 +171,31 @@ def test_fast_path_in_recomputed_chunks_matches_generic(method, monkeypatch):
 def test_fast_path_on_cuda_matches_generic(method):
     ip, _ = make_path(9, [8, 5, 3], random_state=3)
     fast_vs_generic_on_cuda(_model(ip.n_path_channels_).double(), method)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+@pytest.mark.parametrize(("method", "step_size"), FAST_CASES)
+def test_bidirectional_pair_in_one_solve_equals_two_solves(layers, method, step_size):
+    """``forward_pair`` (both directions side by side, stacked weights) against the two
+    models solved one after the other by the generic torchdiffeq path: outputs and every
+    gradient, float64; cases ending at different knots."""
+    _, path = make_path(9, [8, 5, 3, 6], random_state=1)
+    _, rpath = make_path(9, [8, 5, 3, 6], random_state=2)  # the same ends, other values
+    models = [
+        NeuralCDE(3, 4, hidden_size=5, vector_field_width=7, vector_field_layers=layers).double()
+        for _ in range(2)
+    ]
+    pair = Bidirectional(*models)
+    options = dict(method=method, step_size=step_size)
+    got = pair((path, rpath), solver_backend="fast", **options)
+    grads = torch.autograd.grad(got.square().sum(), list(pair.parameters()))
+    a, b = models
+    want = a(path, solver_backend="generic", **options) + b(
+        rpath, solver_backend="generic", **options
+    )
+    want_grads = torch.autograd.grad(want.square().sum(), list(pair.parameters()))
+    scale = float(want.detach().abs().max())
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9 * scale)
+    for g, w in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-8 * max(float(w.abs().max()), 1e-12))
+    assert not torch.allclose(got, 2 * a(path, solver_backend="generic", **options))

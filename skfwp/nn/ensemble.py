@@ -59,10 +59,13 @@ class Bidirectional(nn.Module):
     ``forward((path, reversed_path), **solver_options)`` returns
     ``forward_model(path) + reverse_model(reversed_path)``, shape (batch, n_outputs):
     the sum of two linear read-outs, i.e. one linear read-out of both models' final
-    features side by side. Each direction has its own weights (one shared model
-    reading both directions, with a read-out per direction, fitted Adiac worse in
-    the measurement of ``docs/benchmarks.md``). ``reversed_path`` holds the same cases
-    read from their last observation to their first (:class:`skfwp.nn.path.PathPair`).
+    features side by side. A model class with a ``forward_pair(forward_model,
+    reverse_model, path, reversed_path, **solver_options)`` computes that sum in one
+    solve (the Neural CDE: :func:`skfwp.nn.ncde.forward_pair`). Each direction has its
+    own weights (one shared model reading both directions, with a read-out per
+    direction, fitted Adiac worse in the measurement of ``docs/benchmarks.md``).
+    ``reversed_path`` holds the same cases read from their last observation to their
+    first (:class:`skfwp.nn.path.PathPair`).
 
     Parameters
     ----------
@@ -88,6 +91,11 @@ class Bidirectional(nn.Module):
 
     def forward(self, paths, **solver_options):
         path, reversed_path = paths
+        pair = getattr(type(self.forward_model), "forward_pair", None)
+        if pair is not None:  # the model solves both directions at once
+            return pair(
+                self.forward_model, self.reverse_model, path, reversed_path, **solver_options
+            )
         return self.forward_model(path, **solver_options) + self.reverse_model(
             reversed_path, **solver_options
         )
