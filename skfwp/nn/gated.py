@@ -249,7 +249,7 @@ class GatedNODE(nn.Module):
         x = path.evaluate(plan.times).transpose(0, 1)  # (n_times, batch, K)
         flow = flow_layers(self.flow)
         if flow is not None:
-            _, hidden, tanh = flow
+            hidden, tanh = flow
             return integrate_gated(
                 h0,
                 x,

@@ -57,11 +57,11 @@ __all__ = ["flow_layers", "integrate_gated"]
 
 
 def flow_layers(flow):
-    """``(first, hidden, tanh)`` of a flow built by :func:`skfwp.nn.layers.mlp`, or None.
+    """``(hidden, tanh)`` of a flow built by :func:`skfwp.nn.layers.mlp`, or None.
 
-    ``first``: ``F``'s first ``nn.Linear``; ``hidden``: the ``nn.Linear`` layers after
-    it, each behind an ``nn.ReLU``; ``tanh``: whether an ``nn.Tanh`` ends ``F``. None
-    for any other stack of modules, which :func:`integrate_gated` does not cover.
+    ``hidden``: the ``nn.Linear`` layers after ``F``'s first one, each behind an
+    ``nn.ReLU``; ``tanh``: whether an ``nn.Tanh`` ends ``F``. None for any other stack
+    of modules, which :func:`integrate_gated` does not cover.
     """
     modules = list(flow)
     tanh = bool(modules) and type(modules[-1]) is nn.Tanh
@@ -73,7 +73,7 @@ def flow_layers(flow):
         or any(type(m) is not nn.ReLU for m in relus)
     ):
         return None
-    return linears[0], linears[1:], tanh
+    return linears[1:], tanh
 
 
 class _Spec:
