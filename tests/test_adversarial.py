@@ -213,6 +213,7 @@ FIT_ERRORS = [
     ("interpolation-unknown", {}, dict(interpolation="spline"), InvalidParameterError, "interp"),
     ("method-unknown", {}, dict(method="rk9"), InvalidParameterError, "'method' parameter"),
     ("lr_schedule-unknown", {}, dict(lr_schedule="linear"), InvalidParameterError, "'lr_sched"),
+    ("bidirectional-str", {}, dict(bidirectional="yes"), InvalidParameterError, "'bidirectio"),
     # -- device and callbacks (cause 13)
     ("device-meta", {}, dict(device="meta"), ValueError, "device='meta' cannot hold"),
     ("device-nonsense", {}, dict(device="nonsense"), ValueError, "is not a torch device"),
