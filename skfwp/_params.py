@@ -66,6 +66,7 @@ COMMON_PARAMS = {
     "label_smoothing": 0.1,
     "observation_dropout": 0.3,
     "time_warp": 0.0,
+    "time_crop": 0.0,
     "average_epochs": 0,
     "n_estimators": 1,
     "bidirectional": False,
@@ -180,6 +181,12 @@ hidden_size : int, default={hidden_size}
         by factors ``exp(time_warp * z)``, ``z`` standard normal; values read linearly
         between observations; a ``time_channel`` keeps its timestamps), before
         ``observation_dropout``. 0: off.
+    time_crop : float in [0, 1), default={time_crop}
+        Augmentation (window slicing): in every epoch, each training case is read over
+        a random window of its time span, ``1 - time_crop * u`` of it (``u`` uniform
+        on [0, 1]) at a uniformly random offset, stretched back to its length
+        (:func:`skfwp.path.crop_positions`; composed with ``time_warp``, before
+        ``observation_dropout``). 0: off.
     average_epochs : int, default={average_epochs}
         The fitted weights are the mean of the weights at the end of the last
         ``average_epochs`` epochs (stochastic weight averaging, Izmailov et al. 2018;
@@ -203,12 +210,12 @@ hidden_size : int, default={hidden_size}
     test_time_augmentation : int, default={test_time_augmentation}
         At prediction, average the predictions (a classifier's class probabilities, a
         regressor's outputs) of the full path and of this many copies augmented as in
-        training (``time_warp``, then ``observation_dropout``; with both 0 there is
-        nothing to augment and the full path alone is read). A case's draws come from
-        a generator seeded by its own values, so it predicts the same alone, in any
-        batch and at every call. 0: the full path only. Costs this many extra
-        predictions; fit is unchanged. The validation score of ``early_stopping`` reads
-        the full path only."""
+        training (``time_warp`` and ``time_crop``, then ``observation_dropout``; with
+        all 0 there is nothing to augment and the full path alone is read). A case's
+        draws come from a generator seeded by its own values, so it predicts the same
+        alone, in any batch and at every call. 0: the full path only. Costs this many
+        extra predictions; fit is unchanged. The validation score of ``early_stopping``
+        reads the full path only."""
 
 #: The fitted attributes every skfwp estimator has, for the ``{fitted}`` slot of its
 #: docstring (after its own ``module_`` and its task's attributes, below).
@@ -357,6 +364,7 @@ COMMON_CONSTRAINTS = {
     "label_smoothing": [Interval(numbers.Real, 0, 1, closed="left")],
     "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
     "time_warp": [Interval(numbers.Real, 0, None, closed="left")],
+    "time_crop": [Interval(numbers.Real, 0, 1, closed="left")],
     "average_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
     "bidirectional": ["boolean"],

@@ -58,7 +58,14 @@ from ._validation import (
 )
 from .nn.ensemble import Bidirectional, SeedEnsemble
 from .nn.path import PathPair
-from .path import WARP_PIECES, InputPath, read_at, reverse_cases, warp_positions
+from .path import (
+    WARP_PIECES,
+    InputPath,
+    crop_positions,
+    read_at,
+    reverse_cases,
+    warp_positions,
+)
 from .registry import register
 
 __all__ = [
@@ -227,6 +234,7 @@ class BaseSequenceEstimator(BaseEstimator):
     _saved_before = {
         "test_time_augmentation": 0,
         "time_warp": 0.0,
+        "time_crop": 0.0,
         "average_epochs": 0,
         "lr_schedule": "plateau",
         "bidirectional": False,
@@ -521,8 +529,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         return PathPair(forward, self.input_path_.transform(reverse, lengths, dtype))
 
     def _augments(self):
-        """Whether training reads augmented copies (``time_warp``, ``observation_dropout``)."""
-        return self.time_warp > 0 or self.observation_dropout > 0
+        """Whether training reads augmented copies (``time_warp``, ``time_crop``,
+        ``observation_dropout``)."""
+        return self.time_warp > 0 or self.time_crop > 0 or self.observation_dropout > 0
 
     def _epoch_data(self, X, lengths):
         """``epoch_data(rng) -> PathData`` for one training epoch: a fresh draw of the
@@ -531,20 +540,31 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if not self._augments():
             return None
 
-        def epoch_data(rng):  # normals only with a warp: the dropout draws stay as they were
+        def epoch_data(rng):  # each draw only when used: the others stay as they were
             n_cases, warp, drop = X.shape[0], self.time_warp > 0, self.observation_dropout > 0
             normals = rng.standard_normal((n_cases, WARP_PIECES)) if warp else None
             uniforms = rng.random((n_cases, X.shape[2])) if drop else None
-            return self._paths(self._augmented(X, lengths, uniforms, normals), lengths)
+            crops = rng.random((n_cases, 2)) if self.time_crop > 0 else None
+            return self._paths(self._augmented(X, lengths, uniforms, normals, crops), lengths)
 
         return epoch_data
 
-    def _augmented(self, X, lengths, uniforms, normals):
+    def _augmented(self, X, lengths, uniforms, normals, crops):
         """A copy of ``X`` read at warped times (``time_warp``: log-slopes ``time_warp *
-        normals``, (n_cases, :data:`~skfwp.path.WARP_PIECES`)), then with observations
+        normals``, (n_cases, :data:`~skfwp.path.WARP_PIECES`)) within a window of each
+        case (``time_crop``: kept fraction ``1 - time_crop * crops[:, 0]``, offset
+        ``crops[:, 1]``, :func:`~skfwp.path.crop_positions`), then with observations
         dropped where ``uniforms`` (n_cases, n) fall below ``observation_dropout``."""
-        if self.time_warp > 0:
-            positions = warp_positions(lengths, self.time_warp * normals, X.shape[2])
+        if self.time_warp > 0 or self.time_crop > 0:
+            log_slopes = (
+                self.time_warp * normals
+                if self.time_warp > 0
+                else np.zeros((X.shape[0], WARP_PIECES))
+            )
+            positions = warp_positions(lengths, log_slopes, X.shape[2])
+            if self.time_crop > 0:
+                kept = 1.0 - self.time_crop * crops[:, 0]
+                positions = crop_positions(positions, lengths, kept, crops[:, 1])
             X = read_at(X, lengths, positions, keep=self.time_channel)
         if self.observation_dropout > 0:
             X = self._dropped(X, lengths, uniforms)
@@ -832,19 +852,18 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if not n_copies:
             return outputs
         draws = zip(*self._case_draws(X, lengths, n_copies), strict=True)
-        copies = [
-            self._path_outputs(self._augmented(X, lengths, uniforms, normals), lengths)
-            for uniforms, normals in draws
-        ]
+        copies = [self._path_outputs(self._augmented(X, lengths, *draw), lengths) for draw in draws]
         return self._combine(torch.stack([outputs, *copies]))
 
     @staticmethod
     def _case_draws(X, lengths, n_copies):
-        """``(n_copies, n_cases, n)`` uniforms and ``(n_copies, n_cases, WARP_PIECES)``
-        normals, each case's from a generator seeded by a digest of its own observed
-        values (so they do not depend on the batch)."""
+        """``(n_copies, n_cases, n)`` uniforms, ``(n_copies, n_cases, WARP_PIECES)``
+        normals and ``(n_copies, n_cases, 2)`` crop uniforms (the arguments of
+        :meth:`_augmented`), each case's from a generator seeded by a digest of its own
+        observed values (so they do not depend on the batch)."""
         uniforms = np.empty((n_copies, X.shape[0], X.shape[2]))
         normals = np.empty((n_copies, X.shape[0], WARP_PIECES))
+        crops = np.empty((n_copies, X.shape[0], 2))
         for i, n_i in enumerate(lengths):
             case = np.array(X[i, :, :n_i], dtype=np.float64) + 0.0  # -0.0 hashes as 0.0
             case[np.isnan(case)] = np.nan  # one NaN bit pattern
@@ -853,7 +872,8 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             uniforms[:, i, :n_i] = rng.random((n_copies, n_i))  # not the padded width
             uniforms[:, i, n_i:] = 1.0  # past the case's end: nothing to drop
             normals[:, i] = rng.standard_normal((n_copies, WARP_PIECES))
-        return uniforms, normals
+            crops[:, i] = rng.random((n_copies, 2))  # drawn last: the others as before
+        return uniforms, normals, crops
 
     def _predict_batch(self, data, index):
         """Outputs of one batch; a case that breaks the solver gets a row of NaN, alone."""

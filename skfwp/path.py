@@ -61,6 +61,7 @@ __all__ = [
     "LOGSIG_DEPTHS",
     "WARP_PIECES",
     "InputPath",
+    "crop_positions",
     "fill_gaps",
     "logsig_windows",
     "read_at",
@@ -164,6 +165,47 @@ def warp_positions(lengths, log_slopes, n_timepoints=None):
     left = np.take_along_axis(knots, piece, axis=1)
     right = np.take_along_axis(knots, piece + 1, axis=1)
     return (left + frac * (right - left)) * (lengths - 1)[:, None]
+
+
+def crop_positions(positions, lengths, kept, offsets):
+    """Window slicing: ``positions`` squeezed into a window of each case's span.
+
+    Case ``i`` (``n_i`` observations) read at ``s`` in ``[0, n_i - 1]`` (e.g. from
+    :func:`warp_positions`) is read at ``a_i + kept_i s`` instead: a window of the
+    fraction ``kept_i`` of its span, starting at ``a_i = offsets_i (1 - kept_i)
+    (n_i - 1)``, read at as many points as the case has (the window is stretched to
+    the case's length). The analogue, for a continuous-time model, of window slicing
+    (Le Guennec et al. 2016; Iwana & Uchida 2021: random crops of 90 % of a series
+    interpolated back to its length).
+
+    Parameters
+    ----------
+    positions : ndarray of shape (n_cases, n_timepoints)
+        Fractional positions in ``[0, n_i - 1]`` within each case's length.
+    lengths : ndarray of int, shape (n_cases,)
+    kept : ndarray of shape (n_cases,)
+        Fraction of each case's span in its window, in ``(0, 1]``.
+    offsets : ndarray of shape (n_cases,)
+        Where the window starts, in ``[0, 1]``: 0 at the case's first observation, 1
+        where the window ends at its last.
+
+    Returns
+    -------
+    ndarray of shape (n_cases, n_timepoints)
+        Positions in ``[a_i, a_i + kept_i (n_i - 1)]``, never past ``n_i - 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfwp.path import crop_positions
+    >>> s = np.tile(np.arange(5.0), (2, 1))
+    >>> crop_positions(s, np.array([5, 5]), np.array([0.5, 1.0]), np.array([1.0, 0.3]))
+    array([[2. , 2.5, 3. , 3.5, 4. ],
+           [0. , 1. , 2. , 3. , 4. ]])
+    """
+    span = np.maximum(np.asarray(lengths) - 1, 0).astype(float)[:, None]
+    start = (np.asarray(offsets) * (1.0 - np.asarray(kept)))[:, None] * span
+    return np.minimum(start + np.asarray(kept)[:, None] * positions, span)
 
 
 def read_at(X, lengths, positions, keep=None):

@@ -13,7 +13,7 @@ from sklearn.base import clone
 from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier, base
 from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
-from skfwp.path import WARP_PIECES, read_at, warp_positions
+from skfwp.path import WARP_PIECES, crop_positions, read_at, warp_positions
 
 #: One direction: these tests read the paths and members of one model (both directions:
 #: test_bidirectional.py).
@@ -138,6 +138,60 @@ def test_time_warp_is_drawn_each_epoch_and_leaves_x_alone():
     np.testing.assert_array_equal(
         again.predict_proba(X), clf.set_params(time_warp=0.3).predict_proba(X)
     )
+
+
+def test_crop_positions_read_a_window_of_each_case():
+    """By hand: a window of ``kept`` of the span from ``offset * (1 - kept) * (n - 1)``."""
+    lengths = np.array([11, 6, 1])
+    s = warp_positions(lengths, np.zeros((3, WARP_PIECES)))  # every observation, padded
+    out = crop_positions(s, lengths, np.array([0.8, 0.5, 0.7]), np.array([0.25, 1.0, 0.5]))
+    np.testing.assert_allclose(out[0], 0.25 * 0.2 * 10 + 0.8 * np.arange(11.0))
+    np.testing.assert_allclose(out[1, :6], 2.5 + 0.5 * np.arange(6.0))  # ends at the end
+    assert (out[1, 6:] == 5).all() and (out[2] == 0).all()  # padding; a one-point case
+    np.testing.assert_array_equal(crop_positions(s, lengths, np.ones(3), np.full(3, 0.7)), s)
+    # composed with a warp: the warped positions, squeezed into the same windows
+    warped = warp_positions(lengths, 0.3 * np.random.default_rng(0).normal(size=(3, 4)))
+    window = crop_positions(warped, lengths, np.full(3, 0.6), np.zeros(3))
+    np.testing.assert_allclose(window[0], 0.6 * warped[0])
+
+
+def test_time_crop_is_drawn_each_epoch_and_at_test_time():
+    """A training epoch reads each case over the window its crop draws give, after the
+    warp and before the dropout; a test-time copy over the window of its case's own
+    draws; the draws of the other augmentations are those made without the crop."""
+    X, y = make_tiny_panel()
+    X_before = X.copy()
+    params = dict(**SMALL_GATED, time_warp=0.2, time_crop=0.3, max_iter=2, random_state=0)
+    clf = GatedNODEClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(X, X_before)
+    arr, lengths = check_X(X)
+    data = clf._epoch_data(arr, lengths)(np.random.default_rng(3))
+    rng = np.random.default_rng(3)  # the epoch's draws, in their order
+    normals = rng.standard_normal((len(lengths), WARP_PIECES))
+    uniforms = rng.random(arr.shape[::2])
+    crops = rng.random((len(lengths), 2))
+    positions = warp_positions(lengths, 0.2 * normals)
+    positions = crop_positions(positions, lengths, 1 - 0.3 * crops[:, 0], crops[:, 1])
+    dropped = clf._dropped(read_at(arr, lengths, positions), lengths, uniforms)
+    assert torch.equal(data.coeffs, clf.input_path_.transform(dropped, lengths).coeffs)
+    no_crop = copy.deepcopy(clf).set_params(time_crop=0.0)
+    uncropped = no_crop._epoch_data(arr, lengths)(np.random.default_rng(3))
+    assert not torch.equal(data.coeffs, uncropped.coeffs)
+    # test time: the mean probability of the full path and of the cropped copies
+    u, z, c = clf._case_draws(arr, lengths, 2)
+    np.testing.assert_array_equal(no_crop._case_draws(arr, lengths, 2)[1], z)
+    plain = copy.deepcopy(clf).set_params(test_time_augmentation=0)
+    copies = [arr]
+    for k in range(2):
+        positions = warp_positions(lengths, 0.2 * z[k])
+        positions = crop_positions(positions, lengths, 1 - 0.3 * c[k, :, 0], c[k, :, 1])
+        copies.append(plain._dropped(read_at(arr, lengths, positions), lengths, u[k]))
+    expected = np.mean([plain.predict_proba(copy_) for copy_ in copies], axis=0)
+    augmented = copy.deepcopy(clf).set_params(test_time_augmentation=2)
+    np.testing.assert_allclose(augmented.predict_proba(X), expected, atol=1e-6)
+    # a crop alone (no warp, no dropout) is still an augmentation
+    alone = clone(clf).set_params(time_warp=0.0, observation_dropout=0.0)
+    assert alone._epoch_data(arr, lengths) is not None
 
 
 def test_average_epochs_fits_the_mean_of_the_last_epochs_weights():
@@ -285,7 +339,8 @@ def test_test_time_augmentation_averages_the_copies_probabilities(augmented_fit,
     # no observation dropped: every copy is the full path
     def uniforms(value):
         def draws(X, lengths, k):
-            return np.full((k, len(X), X.shape[2]), value), np.zeros((k, len(X), 4))
+            shapes = (k, len(X), X.shape[2]), (k, len(X), 4), (k, len(X), 2)
+            return np.full(shapes[0], value), np.zeros(shapes[1]), np.zeros(shapes[2])
 
         return staticmethod(draws)
 

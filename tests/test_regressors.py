@@ -107,7 +107,7 @@ def test_test_time_augmentation_averages_outputs(fitted):
     )
     plain = pickle.loads(pickle.dumps(augmented)).set_params(test_time_augmentation=0)
     lengths = np.full(len(X), X.shape[2])
-    uniforms, _ = plain._case_draws(X, lengths, n_copies=3)
+    uniforms, _, _ = plain._case_draws(X, lengths, n_copies=3)
     copies = [X] + [plain._dropped(X, lengths, u) for u in uniforms]
     expected = np.mean([plain.predict(c) for c in copies], axis=0)
     np.testing.assert_allclose(augmented.predict(X), expected, rtol=1e-6, atol=1e-6)
@@ -123,7 +123,7 @@ def test_test_time_augmentation_warps_the_copies_as_training_does(fitted):
     )
     plain = pickle.loads(pickle.dumps(augmented)).set_params(test_time_augmentation=0)
     lengths = np.full(len(X), X.shape[2])
-    _, normals = plain._case_draws(X, lengths, n_copies=2)
+    _, normals, _ = plain._case_draws(X, lengths, n_copies=2)
     copies = [X] + [read_at(X, lengths, warp_positions(lengths, 0.3 * z)) for z in normals]
     expected = np.mean([plain.predict(c) for c in copies], axis=0)
     np.testing.assert_allclose(augmented.predict(X), expected, rtol=1e-6, atol=1e-6)
