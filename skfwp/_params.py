@@ -64,6 +64,7 @@ COMMON_PARAMS = {
     "n_threads": None,
     "max_grad_norm": None,
     "label_smoothing": 0.1,
+    "floor_tol": 0.005,
     "observation_dropout": 0.3,
     "time_warp": 0.0,
     "time_crop": 0.0,
@@ -170,6 +171,12 @@ hidden_size : int, default={hidden_size}
     label_smoothing : float in [0, 1), default={label_smoothing}
         Label smoothing of the cross-entropy (the target puts this much mass uniformly
         on all classes).
+    floor_tol : float or None, default={floor_tol}
+        Training ends once an epoch's training loss is within ``floor_tol`` of the least
+        it can be: the entropy of the label-smoothed target, which a case's
+        cross-entropy reaches only where the predicted probabilities equal that target
+        (0 without label smoothing). Nothing is then left to learn on the training set;
+        ``stop_reason_`` says so. None: off.
     observation_dropout : float in [0, 1), default={observation_dropout}
         Augmentation: in every epoch, each training case's observations other than its
         first and last are dropped (made NaN in every channel but ``time_channel``) with
@@ -237,8 +244,9 @@ n_features_in_ : int
     best_epoch_ : int
         Epoch of the best monitored score (whose weights are kept with early stopping).
     stop_reason_ : str or None
-        What ended training early ("a callback", "max_time=...s", "KeyboardInterrupt"),
-        or None.
+        What ended training early ("a callback", "max_time=...s", "KeyboardInterrupt",
+        a classifier's "the training loss reached its floor ..." of ``floor_tol``), or
+        None (``max_iter`` epochs, or ``n_iter_no_change`` without improvement).
     validation_scores_ : list of float
         Validation accuracy (a regressor's R²) per epoch (only with ``early_stopping``).
     best_validation_score_ : float
@@ -303,7 +311,7 @@ Parameters
     {fitted}"""
 
 #: Shared parameters only a classifier takes (a regressor's loss is the squared error).
-CLASSIFIER_ONLY = ("class_weight", "label_smoothing")
+CLASSIFIER_ONLY = ("class_weight", "label_smoothing", "floor_tol")
 
 
 def parameters_doc(names, defaults):
@@ -365,6 +373,7 @@ COMMON_CONSTRAINTS = {
     "observation_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
     "time_warp": [Interval(numbers.Real, 0, None, closed="left")],
     "time_crop": [Interval(numbers.Real, 0, 1, closed="left")],
+    "floor_tol": [Interval(numbers.Real, 0, None, closed="left"), None],
     "average_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
     "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
     "bidirectional": ["boolean"],

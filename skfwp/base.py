@@ -238,6 +238,7 @@ class BaseSequenceEstimator(BaseEstimator):
         "average_epochs": 0,
         "lr_schedule": "plateau",
         "bidirectional": False,
+        "floor_tol": None,  # classifiers only
     }
 
     def __init_subclass__(cls, **kwargs):
@@ -653,6 +654,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         rollback = EpochRollback(module, optimizer, _MAX_RETRIES)
         average = WeightAverage(self.average_epochs) if self.average_epochs else None
         self.best_epoch_ = 0
+        floor = self._loss_floor()
         started, epoch, stop_reason = time.perf_counter(), 0, None
         try:
             while epoch < self.max_iter:
@@ -686,6 +688,9 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 self.best_epoch_ = monitor.best_epoch
                 if stop:
                     break
+                if floor is not None and record["loss"] - floor < self.floor_tol:
+                    stop_reason = f"the training loss reached its floor {floor:.4g} (floor_tol)"
+                    break
                 if any(callback(self, record) for callback in self.callbacks or ()):
                     stop_reason = "a callback"
                     break
@@ -712,6 +717,11 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
         if val_idx is not None:
             self.validation_scores_ = [r[score_key] for r in self.history_]
             self.best_validation_score_ = monitor.best_score
+
+    def _loss_floor(self):
+        """The least the training loss can be, where ``floor_tol`` ends training; None:
+        no such stop (a regressor)."""
+        return None
 
     def _lr_scheduler(self, optimizer):
         """The epoch-wise learning-rate schedule of ``lr_schedule``."""
@@ -1036,6 +1046,19 @@ class BaseSequenceClassifier(ClassifierMixin, BaseSequenceEstimator):
             return member_logits[0]
         log_p = torch.log_softmax(member_logits, dim=-1)
         return torch.logsumexp(log_p, dim=0) - math.log(member_logits.shape[0])
+
+    def _loss_floor(self):
+        """The entropy of the smoothed target, ``-(1 - ε + ε/K) log(1 - ε + ε/K) - (K - 1)
+        (ε/K) log(ε/K)`` for ``K`` classes and ``ε = label_smoothing`` (0 without it): the
+        least a case's smoothed cross-entropy can be, so the least the training loss (a
+        weighted mean of them) can be. None with ``floor_tol=None``."""
+        if self.floor_tol is None:
+            return None
+        k, eps = len(self.classes_), self.label_smoothing
+        if eps == 0:
+            return 0.0
+        on, off = 1 - eps + eps / k, eps / k
+        return -(on * math.log(on) + (k - 1) * off * math.log(off))
 
     def _losses(self, outputs, target, training=True):
         """Cross-entropy ``(n_members, batch)`` of logits ``(n_members, batch, C)``;

@@ -483,11 +483,13 @@ def _rebuild(blob, path, device, expected):
         names = " or ".join(c.__name__ for c in expected)
         _refuse(path, f"holds a {cls.__name__}, not the expected {names}.")
     params = json.loads(blob["params"])
-    if not isinstance(params, dict) or not set(params) <= set(cls().get_params()):
+    names = set(cls().get_params())
+    if not isinstance(params, dict) or not set(params) <= names:
         _refuse(path, f"does not hold the parameters of {cls.__name__}.")
     # A parameter added after the file was written takes the value that reproduces the
-    # model of its day (``_saved_before``), not today's default.
-    params = {**getattr(cls, "_saved_before", {}), **{k: _decode(v) for k, v in params.items()}}
+    # model of its day (``_saved_before``, those the class takes), not today's default.
+    before = {k: v for k, v in getattr(cls, "_saved_before", {}).items() if k in names}
+    params = {**before, **{k: _decode(v) for k, v in params.items()}}
     estimator = cls(**params)
     estimator.set_params(device=device)
     try:

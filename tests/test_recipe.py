@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_panel
 from sklearn.base import clone
 
-from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier, base
+from skfwp import ContinuousDeltaClassifier, GatedNODEClassifier, GatedNODERegressor, base
 from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
 from skfwp.path import WARP_PIECES, crop_positions, read_at, warp_positions
@@ -192,6 +192,55 @@ def test_time_crop_is_drawn_each_epoch_and_at_test_time():
     # a crop alone (no warp, no dropout) is still an augmentation
     alone = clone(clf).set_params(time_warp=0.0, observation_dropout=0.0)
     assert alone._epoch_data(arr, lengths) is not None
+
+
+@pytest.mark.parametrize("smoothing,n_classes", [(0.1, 2), (0.1, 9), (0.3, 5), (0.0, 3)])
+def test_loss_floor_is_the_least_smoothed_cross_entropy(smoothing, n_classes):
+    """torch's smoothed cross-entropy at logits log(q) (q the smoothed target) is the
+    floor; random logits are above it."""
+    clf = ContinuousDeltaClassifier(label_smoothing=smoothing)
+    clf.classes_ = np.arange(n_classes)
+    floor = clf._loss_floor()
+    target = torch.tensor([1])
+    q = torch.full((1, n_classes), smoothing / n_classes, dtype=torch.float64)
+    q[0, 1] += 1 - smoothing
+    logits = torch.log(q.clamp_min(1e-300))
+    ce = torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing)
+    assert floor == pytest.approx(float(ce), abs=1e-12)
+    others = torch.randn(
+        100, n_classes, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    above = torch.nn.functional.cross_entropy(
+        others, target.repeat(100), label_smoothing=smoothing, reduction="none"
+    )
+    assert (above > floor).all()
+    assert clf.set_params(floor_tol=None)._loss_floor() is None
+
+
+def test_floor_tol_ends_training_at_the_first_epoch_near_the_floor():
+    """The same fit without the stop, read by hand: training ends at the first epoch
+    whose loss is within floor_tol of the floor, on that epoch's weights."""
+    X, y = make_tiny_panel()
+    params = dict(**SMALL_GATED, max_iter=12, n_iter_no_change=50, random_state=0)
+    states = []
+
+    def record(estimator, _):
+        states.append(copy.deepcopy(estimator.module_.state_dict()))
+
+    full = GatedNODEClassifier(**params, floor_tol=None, callbacks=[record]).fit(X, y)
+    assert full.n_iter_ == 12 and full.stop_reason_ is None
+    floor = copy.deepcopy(full).set_params(floor_tol=0.0)._loss_floor()
+    gaps = np.array(full.loss_curve_) - floor
+    assert (gaps > 0).all()
+    tol = float(np.sort(gaps)[len(gaps) // 2]) + 1e-9  # reached somewhere mid-way
+    first = int(np.argmax(gaps < tol)) + 1
+    assert 1 <= first < 12
+    stopped = GatedNODEClassifier(**params, floor_tol=tol).fit(X, y)
+    assert stopped.n_iter_ == first and stopped.loss_curve_ == full.loss_curve_[:first]
+    assert "floor" in stopped.stop_reason_
+    for name, value in stopped.module_.state_dict().items():
+        assert torch.equal(value, states[first - 1][name])
+    assert "floor_tol" not in GatedNODERegressor().get_params()
 
 
 def test_average_epochs_fits_the_mean_of_the_last_epochs_weights():
