@@ -64,7 +64,7 @@ COMMON_PARAMS = {
     "n_threads": None,
     "max_grad_norm": None,
     "label_smoothing": 0.1,
-    "floor_tol": 0.005,
+    "floor_tol": None,
     "observation_dropout": 0.3,
     "time_warp": 0.0,
     "time_crop": 0.0,
