@@ -324,6 +324,7 @@ PER_OBSERVATION = dict(
     observation_dropout=0.0,
     label_smoothing=0.0,
     time_warp=0.0,
+    time_crop=0.0,
     max_iter=100,
     n_iter_no_change=20,
     readout="query",
