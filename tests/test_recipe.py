@@ -15,9 +15,9 @@ from skfwp._validation import check_X
 from skfwp.nn.ensemble import SeedEnsemble
 from skfwp.path import WARP_PIECES, crop_positions, read_at, warp_positions
 
-#: One direction: these tests read the paths and members of one model (both directions:
-#: test_bidirectional.py).
-SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,), "bidirectional": False}
+#: One direction, no crops: these tests read the paths and members of one model (both
+#: directions: test_bidirectional.py) and switch each augmentation on by itself.
+SMALL_GATED = {"hidden_size": 4, "flow_layers": (8,), "bidirectional": False, "time_crop": 0.0}
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
@@ -161,7 +161,7 @@ def test_time_crop_is_drawn_each_epoch_and_at_test_time():
     draws; the draws of the other augmentations are those made without the crop."""
     X, y = make_tiny_panel()
     X_before = X.copy()
-    params = dict(**SMALL_GATED, time_warp=0.2, time_crop=0.3, max_iter=2, random_state=0)
+    params = {**SMALL_GATED, "time_warp": 0.2, "time_crop": 0.3, "max_iter": 2, "random_state": 0}
     clf = GatedNODEClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(X, X_before)
     arr, lengths = check_X(X)
