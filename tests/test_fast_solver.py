@@ -100,18 +100,125 @@ def test_rank_one_solver_matches_torchdiffeq(
         assert _relative_error(g_fast, g_oracle) < 1e-12, name
 
 
-def test_rank_one_solver_gradcheck_with_recomputed_chunks(monkeypatch):
-    monkeypatch.setattr(fast_solver, "STATE_MEMORY", 0)
+@pytest.mark.parametrize("method", FAST_METHODS)
+@pytest.mark.parametrize("recompute", [False, True])
+def test_rank_one_solver_gradcheck(method, recompute, monkeypatch):
+    if recompute:
+        monkeypatch.setattr(fast_solver, "STATE_MEMORY", 0)
+    gen = torch.Generator().manual_seed(2)
     ends = torch.tensor([3, 5])
-    plan = StagePlan(ends, "rk4", 1.0, DTYPE)
+    plan = StagePlan(ends, method, 0.7, DTYPE)
     shape = (len(plan.times), 2, 1, 2)
     inputs = (
-        torch.randn(2, 1, 2, 2, dtype=DTYPE, requires_grad=True),
-        torch.randn(shape, dtype=DTYPE, requires_grad=True),
-        torch.randn(shape, dtype=DTYPE, requires_grad=True),
-        torch.rand(shape[:-1], dtype=DTYPE, requires_grad=True),
+        torch.randn(2, 1, 2, 2, dtype=DTYPE, generator=gen).requires_grad_(),
+        torch.randn(shape, dtype=DTYPE, generator=gen).requires_grad_(),
+        torch.randn(shape, dtype=DTYPE, generator=gen).requires_grad_(),
+        torch.rand(shape[:-1], dtype=DTYPE, generator=gen).requires_grad_(),
     )
     assert torch.autograd.gradcheck(lambda *x: integrate_rank_one(*x, plan, chunk_size=2), inputs)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_rank_one_backward_is_hand_written(recompute, monkeypatch):
+    # the backward runs the hand-written factor backward on every chunk and records no
+    # autograd graph; it recomputes the chunks' steps only when they were not kept
+    if recompute:
+        monkeypatch.setattr(fast_solver, "STATE_MEMORY", 0)
+    calls = {"_run": 0, "_step_factors_backward": 0}
+
+    def spy(name, original):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(fast_solver, name, spy(name, getattr(fast_solver, name)))
+    gen = torch.Generator().manual_seed(3)
+    plan = StagePlan(torch.tensor([7, 4]), "rk4", 1.0, DTYPE)
+    shape = (len(plan.times), 2, 2, 3)
+    S0 = torch.randn(2, 2, 3, 3, dtype=DTYPE, generator=gen).requires_grad_()
+    p = torch.randn(shape, dtype=DTYPE, generator=gen).requires_grad_()
+    q = torch.randn(shape, dtype=DTYPE, generator=gen).requires_grad_()
+    beta = torch.rand(shape[:-1], dtype=DTYPE, generator=gen).requires_grad_()
+    out = integrate_rank_one(S0, p, q, beta, plan, chunk_size=3)  # chunks of 3, 3, 1 steps
+    assert calls == {"_run": 3, "_step_factors_backward": 0}
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("the backward differentiated a graph")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_graph)
+    out.sum().backward()
+    assert calls == {"_run": 6 if recompute else 3, "_step_factors_backward": 3}
+    assert all(x.grad.abs().max() > 0 for x in (S0, p, q, beta))
+
+
+def test_rank_one_solver_takes_strided_inputs():
+    gen = torch.Generator().manual_seed(4)
+    plan = StagePlan(torch.tensor([5, 3]), "rk4", 1.0, DTYPE)
+    n_times = len(plan.times)
+    S0 = torch.randn(2, 2, 3, 3, dtype=DTYPE, generator=gen)
+    # batch-major then transposed, and beta a slice: none of them contiguous
+    p, q = torch.randn(2, 2, n_times, 2, 3, dtype=DTYPE, generator=gen).transpose(1, 2).unbind()
+    beta = torch.rand(n_times, 2, 2, 3, dtype=DTYPE, generator=gen)[..., 0]
+    inputs = [x.requires_grad_() for x in (S0, p, q, beta)]
+    strided = integrate_rank_one(*inputs, plan)
+    grads = torch.autograd.grad(strided.sum(), inputs)
+    copies = [x.detach().contiguous().requires_grad_() for x in inputs]
+    dense = integrate_rank_one(*copies, plan)
+    torch.testing.assert_close(strided, dense, rtol=0, atol=0)
+    for g, g_dense in zip(grads, torch.autograd.grad(dense.sum(), copies), strict=True):
+        torch.testing.assert_close(g, g_dense, rtol=0, atol=0)
+
+
+class _StepError(torch.autograd.Function):
+    """One step's ``Q_nᵀ`` and ``E_n = B_n − V_n P_n`` from stage values, ``P_n`` fixed.
+
+    Forward by ``_step_factors``, backward by ``_step_factors_backward``, fed as the
+    recurrence's sweep feeds it: ``dL/dB = dL/dE``, ``dL/dV = −dL/dE Pᵀ``, ``K = dL/dE Eᵀ``.
+    ``p, q`` (stages, n, M, d), ``beta`` (stages, n, M), ``P`` (n, M, d, d), ``dt`` (n,).
+    """
+
+    @staticmethod
+    def forward(ctx, p, q, beta, P, dt, tableau):
+        (Q, B, V), saved = fast_solver._step_factors([*p], [*q], [*beta], dt, tableau)
+        Qt, B, V = (fast_solver._matrices(f) for f in (Q, B, V))
+        E = B - V @ P
+        ctx.save_for_backward(p, q, beta, P, dt, E)
+        ctx.tableau, ctx.saved = tableau, saved
+        return Qt.clone(), E
+
+    @staticmethod
+    def backward(ctx, grad_Qt, grad_E):
+        p, q, beta, P, dt, E = ctx.saved_tensors
+        grads = [torch.zeros_like(x) for x in (p, q, beta)]
+        step_grads = (grad_Qt, grad_E.clone(), -grad_E @ P.transpose(-1, -2))
+        K = grad_E @ E.transpose(-1, -2)
+        stage = ([*p], [*q], [*beta])
+        fast_solver._step_factors_backward(
+            step_grads, K, *stage, dt, ctx.tableau, ctx.saved, [[*g] for g in grads]
+        )
+        return *grads, None, None, None
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+def test_step_factors_backward_gradcheck(method):
+    # the hand-written vector-Jacobian product of the step factors against finite
+    # differences, each stage's inputs independent (the solver shares stage times)
+    gen = torch.Generator().manual_seed(1)
+    tableau = fast_solver.TABLEAUS[method]
+    stages, n, m, d = len(tableau[2]), 3, 2, 3
+    p = torch.randn(stages, n, m, d, dtype=DTYPE, generator=gen).requires_grad_()
+    q = torch.randn(stages, n, m, d, dtype=DTYPE, generator=gen).requires_grad_()
+    beta = torch.rand(stages, n, m, dtype=DTYPE, generator=gen).requires_grad_()
+    P = torch.randn(n, m, d, d, dtype=DTYPE, generator=gen)
+    dt = torch.rand(n, dtype=DTYPE, generator=gen) + 0.5
+
+    def step(p, q, beta):
+        return _StepError.apply(p, q, beta, P, dt, tableau)
+
+    assert torch.autograd.gradcheck(step, (p, q, beta))
 
 
 @pytest.mark.parametrize("rule", AFFINE_RULES)

@@ -37,20 +37,24 @@ fixed-grid solvers) up to float rounding:
   (:func:`_step_factors`); the sequential loop is two small batched products per
   step. (``P`` rather than ``S``: MKL's batched GEMM is 2–7x faster with the thin
   ``r x d`` factor on the left.)
-- **Backward.** A hand-written adjoint of the discrete recurrence
-  (:class:`_AffineRecurrence`), swept backwards with ``G_n = dL/dP_n``::
+- **Backward.** Written out, with no autograd graph (:class:`_AffineRecurrence`).
+  First the adjoint of the discrete recurrence, swept backwards with ``G_n = dL/dP_n``
+  (:func:`_sweep_back`)::
 
       E_n = B_n − V_n P_n,   dE_n = Q_nᵀ G_{n+1},   G_n = G_{n+1} − V_nᵀ dE_n (+ readout)
-      dL/dB_n = dE_n,   dL/dV_n = −dE_n P_nᵀ,   dL/dQ_nᵀ = E_n G_{n+1}ᵀ
+      dL/dB_n = dE_n,   dL/dV_n = −dE_n P_nᵀ,   dL/dQ_nᵀ = E_n G_{n+1}ᵀ,   K_n = dE_n E_nᵀ
 
-  the last two vectorised over a chunk; ordinary autograd through
-  :func:`_step_factors` then gives the gradients of ``p, q, beta``.
+  then, vectorised over a chunk of steps, the vector-Jacobian product of the factors
+  (:func:`_step_factors_backward`), which gives the gradients of ``p, q, beta``: the
+  stages in reverse, ``dL/dα_j −= c_ij dL/dα_i`` (``μ`` alike), and the couplings'
+  gradients ``−(dL/dα_i · α_j + dL/dμ_i · μ_j)`` from the ``r x r`` matrices ``K_n`` by
+  a recursion on scalars, with no dot product over ``d`` (``μ_j P_n = α_j − e_j``).
 - **Checkpoints.** The work goes in chunks of ``C`` steps (``C = max(⌈√n_steps⌉, 64)``,
-  fewer for large states). The backward recomputes each chunk's factors with their
-  autograd graph, and its states unless all of them fit in :data:`STATE_MEMORY`;
-  otherwise the forward keeps only each chunk's first state, so memory grows as
-  ``n_steps / C + C`` states, not ``n_steps``. (Keeping the factors' graphs as well
-  measured no faster and 7x larger: chunks stay in cache.)
+  fewer for large states). When every step's state, ``E_n``, ``Q_n``, ``V_n`` and
+  couplings fit in :data:`STATE_MEMORY`, the forward keeps them and the backward
+  recomputes nothing; otherwise the forward keeps only each chunk's first state and the
+  backward recomputes the chunk's factors and states, so memory grows as
+  ``n_steps / C + C`` states, not ``n_steps``.
 - **Hebbian form.** Without decay, ``S(T_i) = S(0) + Σ_n (S_{n+1} − S_n)`` is one
   weighted sum over every stage: no loop at all.
 """
@@ -105,8 +109,8 @@ INPUT_AHEAD_METHODS = ("euler",)
 #: Bytes of the per-chunk buffers (a state and its gradient per step) that bound the
 #: chunk size for large states.
 CHUNK_MEMORY = 128 * 2**20
-#: Bytes of states the forward may keep for the backward, which then need not
-#: recompute them (the factors are recomputed either way).
+#: Bytes of states and step factors the forward may keep for the backward, which then
+#: recomputes nothing (:func:`_kept_bytes`).
 STATE_MEMORY = 64 * 2**20
 
 
@@ -236,52 +240,155 @@ class StagePlan:
         return [x[offset + n0 : offset + n1] for offset in self.offsets]
 
 
+def _used_stages(b):
+    """The stages with ``b_i != 0``: the rows of a step's factors, in order."""
+    return [i for i, b_i in enumerate(b) if b_i != 0.0]
+
+
 def _step_factors(p, q, beta, dt, tableau):
     """``Q, B, V`` of the steps ``P_{n+1} = P_n + Q_n (B_n − V_n P_n)`` (module docstring).
 
-    ``p, q`` (per stage: (n, *batch, d)), ``beta`` (per stage: (n, *batch)) and ``dt``
-    (n,) give ``Q, B, V``, each of shape (n, r, *batch, d): the vectors ``h b_i q_i``,
+    ``p, q`` (per stage: (n, M, d), ``M`` = batch x heads), ``beta`` (per stage: (n, M))
+    and ``dt`` (n,) give ``Q, B, V``, each of shape (n, r, M, d): the vectors ``h b_i q_i``,
     ``α_i`` and ``μ_i`` of the ``r`` stages with ``b_i != 0``. The stage axis comes
-    before the batch so that stacking copies whole blocks; the step's matrices are
-    strided views of it (:func:`_matrices`).
+    before the batch so that each stage's vectors are one block; the step's matrices
+    are strided views of it (:func:`_matrices`). Computed without autograd: the
+    backward is :func:`_step_factors_backward`.
+
+    Also returns what that backward reads: ``couplings``, for each pair ``j < i`` with
+    ``a_ij != 0``, ``(c_ij, q_j · q_i)`` (each (n, M)), and ``unused``, ``j -> (α_j, μ_j)``
+    for the stages with ``b_j = 0`` (midpoint's first).
     """
     _, a, b = tableau
-    h = dt.view(-1, *[1] * (beta[0].dim() - 1))  # (n, 1, ..., 1), broadcasts like beta_i
-    alphas, mus = [], []
+    used = _used_stages(b)
+    n, m, d = p[0].shape
+    h = dt.view(-1, 1)  # (n, 1), broadcasts like beta_i
+    Q, B, V = (p[0].new_empty(n, len(used), m, d) for _ in range(3))
+    alphas, mus, couplings, unused = [], [], {}, {}
     for i, beta_i in enumerate(beta):
-        alpha_i = beta_i.unsqueeze(-1) * p[i]
-        mu_i = beta_i.unsqueeze(-1) * q[i]
+        row = used.index(i) if i in used else None
+        alpha_i = torch.mul(beta_i.unsqueeze(-1), p[i], out=None if row is None else B[:, row])
+        mu_i = torch.mul(beta_i.unsqueeze(-1), q[i], out=None if row is None else V[:, row])
         for j, a_ij in enumerate(a[i]):
-            c_ij = ((a_ij * h) * beta_i * (q[j] * q[i]).sum(-1)).unsqueeze(-1)
-            alpha_i = torch.addcmul(alpha_i, c_ij, alphas[j], value=-1)
-            mu_i = torch.addcmul(mu_i, c_ij, mus[j], value=-1)
+            if a_ij == 0.0:
+                continue
+            dot = (q[j] * q[i]).sum(-1)
+            c_ij = (a_ij * h) * beta_i * dot
+            alpha_i.addcmul_(c_ij.unsqueeze(-1), alphas[j], value=-1)
+            mu_i.addcmul_(c_ij.unsqueeze(-1), mus[j], value=-1)
+            couplings[i, j] = c_ij, dot
+        if row is None:
+            unused[i] = alpha_i, mu_i
+        else:
+            torch.mul((b[i] * h).unsqueeze(-1), q[i], out=Q[:, row])
         alphas.append(alpha_i)
         mus.append(mu_i)
-    used = [i for i, b_i in enumerate(b) if b_i != 0.0]
-    Q = torch.stack([(b[i] * h).unsqueeze(-1) * q[i] for i in used], dim=1)
-    B = torch.stack([alphas[i] for i in used], dim=1)
-    V = torch.stack([mus[i] for i in used], dim=1)
-    return Q, B, V
+    return (Q, B, V), (couplings, unused)
+
+
+def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
+    """Add the vector-Jacobian product of :func:`_step_factors` to ``out``.
+
+    ``grads``: ``dL/dQ_nᵀ, dL/dB_n, dL/dV_n`` (n, M, r, d), the last two overwritten;
+    ``K = dL/dB_n E_nᵀ`` (n, M, r, r), ``E_n = B_n − V_n P_n``; ``saved``:
+    :func:`_step_factors`' second output; ``out``: per stage, views of the gradients of
+    ``p, q`` (n, M, d) and ``beta`` (n, M), added to.
+
+    Per step, with ``β̄`` for ``dL/dβ``: the stages are swept backwards, and
+    ``ᾱ_i = dL/dα_i`` (``μ̄_i`` alike) is complete once every later stage is done::
+
+        ᾱ_j −= c_ij ᾱ_i,   μ̄_j −= c_ij μ̄_i,   c̄_ij = −T_ij,   T_ij = ᾱ_i · α_j + μ̄_i · μ_j
+        p̄_i += beta_i ᾱ_i,   q̄_i += beta_i μ̄_i + h b_i Q̄_i + D̄_ij q_j,   q̄_j += D̄_ij q_i
+        β̄_i += ᾱ_i · p_i + μ̄_i · q_i + c̄_ij h a_ij (q_j · q_i),   D̄_ij = c̄_ij h a_ij beta_i
+
+    summed over the pairs ``j < i``. No dot product over ``d`` is needed for ``T_ij``
+    when stage ``j`` is a row of the factors: as ``ᾱ_i = B̄_i − Σ_{k>i} c_ki ᾱ_k``,
+    ``T_ij = B̄_i · α_j + V̄_i · μ_j − Σ_{k>i} c_ki T_kj``, and with ``V̄ = −B̄ P_nᵀ`` and
+    ``μ_j P_n = α_j − e_j`` (``e_j`` the row of ``E_n``) the first two terms are
+    ``B̄_i · e_j = K_ij``.
+    """
+    _, a, b = tableau
+    used = _used_stages(b)
+    couplings, unused = saved
+    grad_Q, grad_B, grad_V = grads
+    grad_p, grad_q, grad_beta = out
+    h = dt.view(-1, 1)
+    row = {i: k for k, i in enumerate(used)}
+    g_alpha = [grad_B[:, :, row[i]] if i in row else None for i in range(len(b))]
+    g_mu = [grad_V[:, :, row[i]] if i in row else None for i in range(len(b))]
+    scratch = p[0].new_empty(p[0].shape)
+
+    def dot(x, y):
+        return torch.mul(x, y, out=scratch).sum(-1)
+
+    T = {}
+    for i in reversed(range(len(b))):
+        if i in row:
+            grad_q[i].addcmul_((b[i] * h).unsqueeze(-1), grad_Q[:, :, row[i]])
+        ga, gm = g_alpha[i], g_mu[i]
+        if ga is None:  # the stage reaches no factor
+            continue
+        for j in range(i):
+            if j in unused:
+                T[i, j] = dot(ga, unused[j][0]).add_(dot(gm, unused[j][1]))
+                continue
+            t = K[:, :, row[i], row[j]] if i in row else torch.zeros_like(h)
+            for k in range(i + 1, len(b)):
+                if (k, i) in couplings and (k, j) in T:
+                    t = t - couplings[k, i][0] * T[k, j]
+            T[i, j] = t
+        grad_p[i].addcmul_(beta[i].unsqueeze(-1), ga)
+        grad_q[i].addcmul_(beta[i].unsqueeze(-1), gm)
+        gb = dot(ga, p[i]).add_(dot(gm, q[i]))
+        for j, a_ij in enumerate(a[i]):
+            if a_ij == 0.0:
+                continue
+            c_ij, dot_ij = couplings[i, j]
+            gb.addcmul_(T[i, j], (a_ij * h) * dot_ij, value=-1)
+            g_dot = (T[i, j] * (a_ij * h)).mul_(beta[i]).neg_().unsqueeze(-1)  # D̄_ij
+            grad_q[i].addcmul_(g_dot, q[j])
+            grad_q[j].addcmul_(g_dot, q[i])
+            for g, x in ((g_alpha, ga), (g_mu, gm)):
+                if g[j] is None:
+                    g[j] = torch.mul(c_ij.unsqueeze(-1), x).neg_()
+                else:
+                    g[j].addcmul_(c_ij.unsqueeze(-1), x, value=-1)
+        grad_beta[i] += gb
 
 
 def _matrices(factor):
-    """(n, r, *batch, d) -> (n, batch * h, r, d): each step's ``r x d`` matrices (a view)."""
-    return factor.flatten(2, -2).transpose(1, 2)
+    """(n, r, M, d) -> (n, M, r, d): each step's ``r x d`` matrices (a view)."""
+    return factor.transpose(1, 2)
 
 
-def _chunk_factors(p, q, beta, plan, n0, n1, *, graph=False):
-    """Stage values of steps ``n0:n1`` and their :func:`_step_factors`.
+def _stage_values(p, q, beta, plan, n0, n1):
+    """Stage values of steps ``n0:n1``, per stage: ``p, q`` (n, M, d) and ``beta`` (n, M) (views).
 
-    With ``graph``, the stage values are fresh leaves and the factors keep their
-    autograd graph. Returns the stage values (per stage, for ``p``, ``q``, ``beta``),
-    the factors, and their detached step matrices ``Q_nᵀ, B_n, V_n`` (:func:`_matrices`).
+    ``M`` flattens the batch and head axes. For the gradients of ``p, q, beta`` too: the
+    views of contiguous tensors, added to in place.
     """
-    stage = [plan.stages(x, n0, n1) for x in (p, q, beta)]
-    with torch.set_grad_enabled(graph):
-        if graph:
-            stage = [[x.detach().requires_grad_() for x in xs] for xs in stage]
-        factors = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
-    return stage, factors, [_matrices(f.detach()) for f in factors]
+    vectors = [[x.view(n1 - n0, -1, x.shape[-1]) for x in plan.stages(y, n0, n1)] for y in (p, q)]
+    return (*vectors, [x.view(n1 - n0, -1) for x in plan.stages(beta, n0, n1)])
+
+
+def _chunk_factors(stage, plan, n0, n1):
+    """:func:`_step_factors` of steps ``n0:n1`` from their ``stage`` values (:func:`_stage_values`).
+
+    Returns the factors' step matrices ``Q_nᵀ, B_n, V_n`` (:func:`_matrices`) and what
+    :func:`_step_factors_backward` reads.
+    """
+    factors, saved = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
+    return [_matrices(f) for f in factors], saved
+
+
+def _kept_bytes(plan, P):
+    """Bytes that keeping every step's ``P_n``, ``E_n``, ``Q_n``, ``V_n`` and couplings takes."""
+    _, a, b = plan.tableau
+    m, d = P.shape[0], P.shape[-1]
+    r, pairs = len(_used_stages(b)), sum(a_ij != 0.0 for a_i in a for a_ij in a_i)
+    unused = len(b) - r
+    per_step = m * (d * d + 3 * r * d + 2 * pairs + 2 * unused * d)
+    return plan.n_steps * per_step * P.element_size()
 
 
 def _add_readout(out, state, plan, n):
@@ -309,17 +416,45 @@ def _run(P, Qt, B, V, states, E, plan, n0, out=None):
     return P
 
 
+def _sweep_back(G, Qt, V, states, E, plan, n0, grad_out):
+    """The adjoint of :func:`_run` from ``G = dL/dP_{n1}``.
+
+    ``G_n = G_{n+1} − V_nᵀ dL/dE_n``, plus the readout of ``grad_out`` at state ``n``.
+    Returns ``dL/dP_{n0}``; the gradients of the step matrices, each (n, M, r, d):
+    ``(dL/dQ_n)ᵀ = E_n G_{n+1}ᵀ``, ``dL/dB_n = dL/dE_n = Q_nᵀ G_{n+1}`` and ``dL/dV_n =
+    −dL/dE_n P_nᵀ``; and ``K = dL/dE_n E_nᵀ`` (n, M, r, r) (:func:`_step_factors_backward`).
+    All are products of one step's matrices, done during the sweep while they are in
+    cache.
+    """
+    grad_Qt, grad_B, grad_V = (torch.empty_like(E) for _ in range(3))
+    K = E.new_empty(*E.shape[:-1], E.shape[-2])
+    spare = torch.empty_like(G)  # (in-place baddbmm_ is one GEMM call per matrix)
+    for i in range(len(E) - 1, -1, -1):
+        torch.bmm(E[i], G.transpose(-1, -2), out=grad_Qt[i])
+        torch.bmm(Qt[i], G, out=grad_B[i])
+        torch.bmm(grad_B[i], E[i].transpose(-1, -2), out=K[i])
+        torch.baddbmm(
+            grad_V[i], grad_B[i], states[i].transpose(-1, -2), beta=0, alpha=-1, out=grad_V[i]
+        )
+        G, spare = torch.baddbmm(G, V[i].transpose(-1, -2), grad_B[i], alpha=-1, out=spare), G
+        _add_readout(G.view(grad_out.shape), grad_out, plan, n0 + i)
+    return G, (grad_Qt, grad_B, grad_V), K
+
+
 class _AffineRecurrence(torch.autograd.Function):
     """``P_{n+1} = P_n + Q_n (B_n − V_n P_n)``, read out as ``Σ_n readout[:, n] P_n``.
 
     Inputs: ``P0`` (batch, h, d, d) and the stage values ``p, q`` (n_times, batch, h, d),
     ``beta`` (n_times, batch, h), from which :func:`_step_factors` builds ``Q, B, V``
-    chunk by chunk (``plan``, ``chunk_size``: not differentiable). See the module
+    chunk by chunk (``plan``, ``chunk_size``: not differentiable). The backward is
+    written out: :func:`_sweep_back` through the steps, then
+    :func:`_step_factors_backward` through the factors, chunk by chunk. See the module
     docstring.
     """
 
     @staticmethod
     def forward(ctx, P0, p, q, beta, plan, chunk_size):
+        p, q, beta = (x.contiguous() for x in (p, q, beta))  # for the views of _stage_values
         d = P0.shape[-1]
         P = P0.reshape(-1, d, d)  # (batch * h, d, d)
         out = torch.zeros_like(P0)
@@ -327,12 +462,13 @@ class _AffineRecurrence(torch.autograd.Function):
         chunks = [
             (n0, min(n0 + chunk_size, plan.n_steps)) for n0 in range(0, plan.n_steps, chunk_size)
         ]
-        keep = plan.n_steps * 2 * P.numel() * P.element_size() <= STATE_MEMORY
-        saved = []  # per chunk: its states and E, or only its first state
+        keep = _kept_bytes(plan, P) <= STATE_MEMORY
+        saved = []  # per chunk: what its backward needs, or only its first state
         for n0, n1 in chunks:
-            _, _, (Qt, B, V) = _chunk_factors(p, q, beta, plan, n0, n1)
+            stage = _stage_values(p, q, beta, plan, n0, n1)
+            (Qt, B, V), factor_saved = _chunk_factors(stage, plan, n0, n1)
             states, E = P.new_empty(n1 - n0, *P.shape), B.new_empty(B.shape)
-            saved.append((states, E) if keep else P)
+            saved.append((states, E, Qt, V, factor_saved) if keep else P)
             P = _run(P, Qt, B, V, states, E, plan, n0, out)
         ctx.save_for_backward(P0, p, q, beta)
         ctx.plan, ctx.chunks, ctx.saved = plan, chunks, saved
@@ -345,39 +481,27 @@ class _AffineRecurrence(torch.autograd.Function):
         plan, shape, d = ctx.plan, P0.shape, P0.shape[-1]
         grad_out = grad_out.contiguous()
         grads = [torch.zeros_like(x, memory_format=torch.contiguous_format) for x in (p, q, beta)]
-        G = torch.zeros_like(P0)  # dL/dP_n at n = n_steps
+        G = torch.zeros_like(P0, memory_format=torch.contiguous_format)  # dL/dP_n, n = n_steps
         _add_readout(G, grad_out, plan, plan.n_steps)
         G = G.view(-1, d, d)
         for (n0, n1), saved in zip(reversed(ctx.chunks), reversed(ctx.saved), strict=True):
-            # recompute the chunk's factors with their graph, and its states if not kept
-            stage, factors, (Qt, B, V) = _chunk_factors(p, q, beta, plan, n0, n1, graph=True)
+            stage = _stage_values(p, q, beta, plan, n0, n1)
             if isinstance(saved, tuple):
-                states, E = saved
-            else:
+                states, E, Qt, V, factor_saved = saved
+            else:  # recompute the chunk's factors and states
+                (Qt, B, V), factor_saved = _chunk_factors(stage, plan, n0, n1)
                 states, E = G.new_empty(n1 - n0, *G.shape), B.new_empty(B.shape)
                 _run(saved, Qt, B, V, states, E, plan, n0)
-            # sweep back: G_next[i] = dL/dP_{n0+i+1}, dE[i] = dL/dE_{n0+i} = dL/dB_{n0+i}
-            G_next, dE = torch.empty_like(states), torch.empty_like(E)
-            G_next[-1] = G
-            for i in range(n1 - n0 - 1, -1, -1):
-                torch.bmm(Qt[i], G_next[i], out=dE[i])
-                into = G_next[i - 1] if i > 0 else None
-                G = torch.baddbmm(G_next[i], V[i].transpose(-1, -2), dE[i], alpha=-1, out=into)
-                _add_readout(G.view(shape), grad_out, plan, n0 + i)
-            grad_Qt = E @ G_next.transpose(-1, -2)  # (dL/dQ_n)ᵀ = E_n G_{n+1}ᵀ
-            grad_V = -(dE @ states.transpose(-1, -2))
-            leaves = [x for xs in stage for x in xs]
-            leaf_grads = torch.autograd.grad(
-                factors,
-                leaves,
-                [
-                    g.transpose(1, 2).unflatten(2, f.shape[2:-1])
-                    for g, f in zip((grad_Qt, dE, grad_V), factors, strict=True)
-                ],
+            G, step_grads, K = _sweep_back(G, Qt, V, states, E, plan, n0, grad_out)
+            _step_factors_backward(
+                step_grads,
+                K,
+                *stage,
+                plan.dt[n0:n1],
+                plan.tableau,
+                factor_saved,
+                _stage_values(*grads, plan, n0, n1),
             )
-            targets = [view for total in grads for view in plan.stages(total, n0, n1)]
-            for target, g in zip(targets, leaf_grads, strict=True):
-                target += g
         return G.view(shape), *grads, None, None
 
 
