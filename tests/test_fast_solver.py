@@ -176,7 +176,7 @@ class _StepError(torch.autograd.Function):
     """One step's ``Q_nᵀ`` and ``E_n = B_n − V_n P_n`` from stage values, ``P_n`` fixed.
 
     Forward by ``_step_factors``, backward by ``_step_factors_backward``, fed as the
-    recurrence's sweep feeds it: ``dL/dB = dL/dE``, ``dL/dV = −dL/dE Pᵀ``, ``K = dL/dE Eᵀ``.
+    recurrence's sweep feeds it: ``dL/dB = dL/dE``, ``−dL/dV = dL/dE Pᵀ``, ``K = dL/dE Eᵀ``.
     ``p, q`` (stages, n, M, d), ``beta`` (stages, n, M), ``P`` (n, M, d, d), ``dt`` (n,).
     """
 
@@ -193,7 +193,7 @@ class _StepError(torch.autograd.Function):
     def backward(ctx, grad_Qt, grad_E):
         p, q, beta, P, dt, E = ctx.saved_tensors
         grads = [torch.zeros_like(x) for x in (p, q, beta)]
-        step_grads = (grad_Qt, grad_E.clone(), -grad_E @ P.transpose(-1, -2))
+        step_grads = (grad_Qt, grad_E.clone(), grad_E @ P.transpose(-1, -2))
         K = grad_E @ E.transpose(-1, -2)
         stage = ([*p], [*q], [*beta])
         fast_solver._step_factors_backward(

@@ -265,6 +265,7 @@ def _step_factors(p, q, beta, dt, tableau):
     h = dt.view(-1, 1)  # (n, 1), broadcasts like beta_i
     Q, B, V = (p[0].new_empty(n, len(used), m, d) for _ in range(3))
     alphas, mus, couplings, unused = [], [], {}, {}
+    scratch = p[0].new_empty(p[0].shape)
     for i, beta_i in enumerate(beta):
         row = used.index(i) if i in used else None
         alpha_i = torch.mul(beta_i.unsqueeze(-1), p[i], out=None if row is None else B[:, row])
@@ -272,7 +273,7 @@ def _step_factors(p, q, beta, dt, tableau):
         for j, a_ij in enumerate(a[i]):
             if a_ij == 0.0:
                 continue
-            dot = (q[j] * q[i]).sum(-1)
+            dot = torch.mul(q[j], q[i], out=scratch).sum(-1)
             c_ij = (a_ij * h) * beta_i * dot
             alpha_i.addcmul_(c_ij.unsqueeze(-1), alphas[j], value=-1)
             mu_i.addcmul_(c_ij.unsqueeze(-1), mus[j], value=-1)
@@ -289,7 +290,7 @@ def _step_factors(p, q, beta, dt, tableau):
 def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
     """Add the vector-Jacobian product of :func:`_step_factors` to ``out``.
 
-    ``grads``: ``dL/dQ_nᵀ, dL/dB_n, dL/dV_n`` (n, M, r, d), the last two overwritten;
+    ``grads``: ``dL/dQ_nᵀ, dL/dB_n, −dL/dV_n`` (n, M, r, d), the last two overwritten;
     ``K = dL/dB_n E_nᵀ`` (n, M, r, r), ``E_n = B_n − V_n P_n``; ``saved``:
     :func:`_step_factors`' second output; ``out``: per stage, views of the gradients of
     ``p, q`` (n, M, d) and ``beta`` (n, M), added to.
@@ -310,16 +311,17 @@ def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
     _, a, b = tableau
     used = _used_stages(b)
     couplings, unused = saved
-    grad_Q, grad_B, grad_V = grads
+    grad_Q, grad_B, minus_grad_V = grads
     grad_p, grad_q, grad_beta = out
     h = dt.view(-1, 1)
     row = {i: k for k, i in enumerate(used)}
     g_alpha = [grad_B[:, :, row[i]] if i in row else None for i in range(len(b))]
-    g_mu = [grad_V[:, :, row[i]] if i in row else None for i in range(len(b))]
+    g_mu = [minus_grad_V[:, :, row[i]] if i in row else None for i in range(len(b))]  # −μ̄_i
     scratch = p[0].new_empty(p[0].shape)
 
-    def dot(x, y):
-        return torch.mul(x, y, out=scratch).sum(-1)
+    def dot(x, y, u, v):
+        """``x · y − u · v`` over ``d``."""
+        return torch.mul(x, y, out=scratch).addcmul_(u, v, value=-1).sum(-1)
 
     T = {}
     for i in reversed(range(len(b))):
@@ -330,7 +332,7 @@ def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
             continue
         for j in range(i):
             if j in unused:
-                T[i, j] = dot(ga, unused[j][0]).add_(dot(gm, unused[j][1]))
+                T[i, j] = dot(ga, unused[j][0], gm, unused[j][1])
                 continue
             t = K[:, :, row[i], row[j]] if i in row else torch.zeros_like(h)
             for k in range(i + 1, len(b)):
@@ -338,8 +340,8 @@ def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
                     t = t - couplings[k, i][0] * T[k, j]
             T[i, j] = t
         grad_p[i].addcmul_(beta[i].unsqueeze(-1), ga)
-        grad_q[i].addcmul_(beta[i].unsqueeze(-1), gm)
-        gb = dot(ga, p[i]).add_(dot(gm, q[i]))
+        grad_q[i].addcmul_(beta[i].unsqueeze(-1), gm, value=-1)
+        gb = dot(ga, p[i], gm, q[i])
         for j, a_ij in enumerate(a[i]):
             if a_ij == 0.0:
                 continue
@@ -407,10 +409,11 @@ def _run(P, Qt, B, V, states, E, plan, n0, out=None):
     """
     n = len(E)
     states[0] = P
+    Q = Qt.transpose(-1, -2).unbind(0)
+    B, V, P_, E = (x.unbind(0) for x in (B, V, states, E))  # views, made once
     for i in range(n):
-        torch.baddbmm(B[i], V[i], states[i], alpha=-1, out=E[i])
-        into = states[i + 1] if i + 1 < n else None
-        P = torch.baddbmm(states[i], Qt[i].transpose(-1, -2), E[i], out=into)
+        torch.baddbmm(B[i], V[i], P_[i], alpha=-1, out=E[i])
+        P = torch.baddbmm(P_[i], Q[i], E[i], out=P_[i + 1] if i + 1 < n else None)
         if out is not None:
             _add_readout(out, P.view(out.shape), plan, n0 + i + 1)
     return P
@@ -421,24 +424,30 @@ def _sweep_back(G, Qt, V, states, E, plan, n0, grad_out):
 
     ``G_n = G_{n+1} − V_nᵀ dL/dE_n``, plus the readout of ``grad_out`` at state ``n``.
     Returns ``dL/dP_{n0}``; the gradients of the step matrices, each (n, M, r, d):
-    ``(dL/dQ_n)ᵀ = E_n G_{n+1}ᵀ``, ``dL/dB_n = dL/dE_n = Q_nᵀ G_{n+1}`` and ``dL/dV_n =
-    −dL/dE_n P_nᵀ``; and ``K = dL/dE_n E_nᵀ`` (n, M, r, r) (:func:`_step_factors_backward`).
-    All are products of one step's matrices, done during the sweep while they are in
-    cache.
+    ``(dL/dQ_n)ᵀ = E_n G_{n+1}ᵀ``, ``dL/dB_n = dL/dE_n = Q_nᵀ G_{n+1}`` and ``−dL/dV_n =
+    dL/dE_n P_nᵀ`` (the sign is left to :func:`_step_factors_backward`); and
+    ``K = dL/dE_n E_nᵀ`` (n, M, r, r). All are products of one step's matrices, done
+    during the sweep while they are in cache.
     """
-    grad_Qt, grad_B, grad_V = (torch.empty_like(E) for _ in range(3))
+    grads = [torch.empty_like(E) for _ in range(3)]
     K = E.new_empty(*E.shape[:-1], E.shape[-2])
     spare = torch.empty_like(G)  # (in-place baddbmm_ is one GEMM call per matrix)
+    Qt, Vt, states, E, K_, (grad_Qt, grad_B, minus_grad_V) = (
+        Qt.unbind(0),
+        V.transpose(-1, -2).unbind(0),
+        states.transpose(-1, -2).unbind(0),
+        E.unbind(0),
+        K.unbind(0),
+        [g.unbind(0) for g in grads],
+    )
     for i in range(len(E) - 1, -1, -1):
         torch.bmm(E[i], G.transpose(-1, -2), out=grad_Qt[i])
         torch.bmm(Qt[i], G, out=grad_B[i])
-        torch.bmm(grad_B[i], E[i].transpose(-1, -2), out=K[i])
-        torch.baddbmm(
-            grad_V[i], grad_B[i], states[i].transpose(-1, -2), beta=0, alpha=-1, out=grad_V[i]
-        )
-        G, spare = torch.baddbmm(G, V[i].transpose(-1, -2), grad_B[i], alpha=-1, out=spare), G
+        torch.bmm(grad_B[i], E[i].transpose(-1, -2), out=K_[i])
+        torch.bmm(grad_B[i], states[i], out=minus_grad_V[i])
+        G, spare = torch.baddbmm(G, Vt[i], grad_B[i], alpha=-1, out=spare), G
         _add_readout(G.view(grad_out.shape), grad_out, plan, n0 + i)
-    return G, (grad_Qt, grad_B, grad_V), K
+    return G, grads, K
 
 
 class _AffineRecurrence(torch.autograd.Function):
