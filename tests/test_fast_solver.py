@@ -172,28 +172,31 @@ def test_rank_one_solver_takes_strided_inputs():
         torch.testing.assert_close(g, g_dense, rtol=0, atol=0)
 
 
-class _StepError(torch.autograd.Function):
-    """One step's ``Q_nᵀ`` and ``E_n = B_n − V_n P_n`` from stage values, ``P_n`` fixed.
+class _OneStep(torch.autograd.Function):
+    """One step ``P_n + Q_n R_n (B_n − V_n P_n)`` from stage values, ``P_n`` fixed.
 
-    Forward by ``_step_factors``, backward by ``_step_factors_backward``, fed as the
-    recurrence's sweep feeds it: ``dL/dB = dL/dE``, ``−dL/dV = dL/dE Pᵀ``, ``K = dL/dE Eᵀ``.
+    Forward by ``_step_factors``, backward by ``_step_factors_backward``, fed with the
+    products that the recurrence's sweep makes from ``G = dL/dP_{n+1}`` (``Ẽ = B − V
+    P``): ``Ẽ Gᵀ``, ``dL/dB = R Qᵀ G``, ``−dL/dV = dL/dB Pᵀ`` and ``K = Qᵀ G Ẽᵀ``.
     ``p, q`` (stages, n, M, d), ``beta`` (stages, n, M), ``P`` (n, M, d, d), ``dt`` (n,).
     """
 
     @staticmethod
     def forward(ctx, p, q, beta, P, dt, tableau):
-        (Q, B, V), saved = fast_solver._step_factors([*p], [*q], [*beta], dt, tableau)
+        (Q, R, B, V), saved = fast_solver._step_factors([*p], [*q], [*beta], dt, tableau)
         Qt, B, V = (fast_solver._matrices(f) for f in (Q, B, V))
         E = B - V @ P
-        ctx.save_for_backward(p, q, beta, P, dt, E)
+        ctx.save_for_backward(p, q, beta, P, dt, Qt, R, E)
         ctx.tableau, ctx.saved = tableau, saved
-        return Qt.clone(), E
+        return P + Qt.transpose(-1, -2) @ (R * E)
 
     @staticmethod
-    def backward(ctx, grad_Qt, grad_E):
-        p, q, beta, P, dt, E = ctx.saved_tensors
+    def backward(ctx, G):
+        p, q, beta, P, dt, Qt, R, E = ctx.saved_tensors
         grads = [torch.zeros_like(x) for x in (p, q, beta)]
-        step_grads = (grad_Qt, grad_E.clone(), grad_E @ P.transpose(-1, -2))
+        grad_E = Qt @ G
+        grad_B = R * grad_E
+        step_grads = (E @ G.transpose(-1, -2), grad_B, grad_B @ P.transpose(-1, -2))
         K = grad_E @ E.transpose(-1, -2)
         stage = ([*p], [*q], [*beta])
         fast_solver._step_factors_backward(
@@ -216,7 +219,7 @@ def test_step_factors_backward_gradcheck(method):
     dt = torch.rand(n, dtype=DTYPE, generator=gen) + 0.5
 
     def step(p, q, beta):
-        return _StepError.apply(p, q, beta, P, dt, tableau)
+        return _OneStep.apply(p, q, beta, P, dt, tableau)
 
     assert torch.autograd.gradcheck(step, (p, q, beta))
 

@@ -22,38 +22,42 @@ fixed-grid solvers) up to float rounding:
   The caller evaluates the coefficients at every distinct stage time at once
   (:class:`StagePlan`): one batched slow-net call instead of one per stage.
 - **One step is affine.** Stage ``i`` moves along ``e_i = beta_i (p_i − Y_i q_i)`` from
-  the stage state ``Y_i = S + h Σ_j a_ij e_j q_jᵀ``, so ``e_i = α_i − S μ_i`` with ::
+  the stage state ``Y_i = S + h Σ_j a_ij e_j q_jᵀ``, so ``e_i = beta_i (α_i − S μ_i)``
+  with ::
 
-      α_i = beta_i p_i − Σ_{j<i} c_ij α_j,   μ_i = beta_i q_i − Σ_{j<i} c_ij μ_j,
-      c_ij = beta_i h a_ij (q_j · q_i)
+      α_i = p_i − Σ_{j<i} c_ij α_j,   μ_i = q_i − Σ_{j<i} c_ij μ_j,
+      c_ij = h a_ij beta_j (q_j · q_i)
 
   and ``S_{n+1} = S_n + h Σ_i b_i e_i q_iᵀ``. Transposed, ``P = Sᵀ``::
 
-      P_{n+1} = P_n + Q_n (B_n − V_n P_n)
+      P_{n+1} = P_n + Q_n R_n (B_n − V_n P_n)
 
-  with ``Q_n`` (d x r) the columns ``h b_i q_i``, ``B_n`` and ``V_n`` (r x d) the rows
-  ``α_iᵀ`` and ``μ_iᵀ``, for the ``r`` stages with ``b_i != 0`` (r = 4 for rk4).
-  ``Q, B, V`` come from elementwise operations vectorised over many steps
-  (:func:`_step_factors`); the sequential loop is two small batched products per
-  step. (``P`` rather than ``S``: MKL's batched GEMM is 2–7x faster with the thin
-  ``r x d`` factor on the left.)
+  with ``Q_n`` (d x r) the columns ``h b_i q_i``, ``R_n`` the diagonal of rates
+  ``beta_i``, ``B_n`` and ``V_n`` (r x d) the rows ``α_iᵀ`` and ``μ_iᵀ``, for the ``r``
+  stages with ``b_i != 0`` (r = 4 for rk4). ``Q, B, V`` come from elementwise
+  operations vectorised over many steps (:func:`_step_factors`); the sequential loop
+  is two small batched products per step. (``P`` rather than ``S``: MKL's batched GEMM
+  is 2–7x faster with the thin ``r x d`` factor on the left. The rates stay out of
+  ``B, V``: their gradient is then a product the sweep makes anyway, below.)
 - **Backward.** Written out, with no autograd graph (:class:`_AffineRecurrence`).
   First the adjoint of the discrete recurrence, swept backwards with ``G_n = dL/dP_n``
   (:func:`_sweep_back`)::
 
-      E_n = B_n − V_n P_n,   dE_n = Q_nᵀ G_{n+1},   G_n = G_{n+1} − V_nᵀ dE_n (+ readout)
-      dL/dB_n = dE_n,   dL/dV_n = −dE_n P_nᵀ,   dL/dQ_nᵀ = E_n G_{n+1}ᵀ,   K_n = dE_n E_nᵀ
+      Ẽ_n = B_n − V_n P_n,   dE_n = Q_nᵀ G_{n+1},   G_n = G_{n+1} − V_nᵀ R_n dE_n (+ readout)
+      dL/dB_n = R_n dE_n,   dL/dV_n = −R_n dE_n P_nᵀ,   dL/dQ_nᵀ = R_n Ẽ_n G_{n+1}ᵀ,
+      dL/dbeta_i = (dE_n Ẽ_nᵀ)_ii
 
   then, vectorised over a chunk of steps, the vector-Jacobian product of the factors
   (:func:`_step_factors_backward`), which gives the gradients of ``p, q, beta``: the
   stages in reverse, ``dL/dα_j −= c_ij dL/dα_i`` (``μ`` alike), and the couplings'
-  gradients ``−(dL/dα_i · α_j + dL/dμ_i · μ_j)`` from the ``r x r`` matrices ``K_n`` by
-  a recursion on scalars, with no dot product over ``d`` (``μ_j P_n = α_j − e_j``).
+  gradients ``−(dL/dα_i · α_j + dL/dμ_i · μ_j)`` from the ``r x r`` matrices
+  ``dE_n Ẽ_nᵀ`` by a recursion on scalars, with no dot product over ``d``
+  (``μ_j P_n = α_j − ẽ_j``).
 - **Checkpoints.** The work goes in chunks of ``C`` steps (``C = max(⌈√n_steps⌉, 64)``,
-  fewer for large states). When every step's state, ``E_n``, ``Q_n``, ``V_n`` and
-  couplings fit in :data:`STATE_MEMORY`, the forward keeps them and the backward
-  recomputes nothing; otherwise the forward keeps only each chunk's first state and the
-  backward recomputes the chunk's factors and states, so memory grows as
+  fewer for large states). When every step's state, ``Ẽ_n``, ``Q_n``, ``V_n``, rates
+  and couplings fit in :data:`STATE_MEMORY`, the forward keeps them and the backward
+  recomputes nothing; otherwise the forward keeps only each chunk's first state and
+  the backward recomputes the chunk's factors and states, so memory grows as
   ``n_steps / C + C`` states, not ``n_steps``.
 - **Hebbian form.** Without decay, ``S(T_i) = S(0) + Σ_n (S_{n+1} − S_n)`` is one
   weighted sum over every stage: no loop at all.
@@ -246,67 +250,77 @@ def _used_stages(b):
 
 
 def _step_factors(p, q, beta, dt, tableau):
-    """``Q, B, V`` of the steps ``P_{n+1} = P_n + Q_n (B_n − V_n P_n)`` (module docstring).
+    """``Q, R, B, V`` of the steps ``P_{n+1} = P_n + Q_n R_n (B_n − V_n P_n)`` (module docstring).
 
     ``p, q`` (per stage: (n, M, d), ``M`` = batch x heads), ``beta`` (per stage: (n, M))
     and ``dt`` (n,) give ``Q, B, V``, each of shape (n, r, M, d): the vectors ``h b_i q_i``,
-    ``α_i`` and ``μ_i`` of the ``r`` stages with ``b_i != 0``. The stage axis comes
-    before the batch so that each stage's vectors are one block; the step's matrices
-    are strided views of it (:func:`_matrices`). Computed without autograd: the
-    backward is :func:`_step_factors_backward`.
+    ``α_i`` and ``μ_i`` of the ``r`` stages with ``b_i != 0``, and ``R`` (n, M, r, 1),
+    their rates ``beta_i``. The stage axis of ``Q, B, V`` comes before the batch so that
+    each stage's vectors are one block; the step's matrices are strided views of it
+    (:func:`_matrices`). Computed without autograd: the backward is
+    :func:`_step_factors_backward`.
 
     Also returns what that backward reads: ``couplings``, for each pair ``j < i`` with
     ``a_ij != 0``, ``(c_ij, q_j · q_i)`` (each (n, M)), and ``unused``, ``j -> (α_j, μ_j)``
-    for the stages with ``b_j = 0`` (midpoint's first).
+    for the stages with ``b_j = 0`` (midpoint's first, where they are ``p_j, q_j``).
     """
     _, a, b = tableau
     used = _used_stages(b)
     n, m, d = p[0].shape
     h = dt.view(-1, 1)  # (n, 1), broadcasts like beta_i
     Q, B, V = (p[0].new_empty(n, len(used), m, d) for _ in range(3))
+    R = torch.stack([beta[i] for i in used], dim=-1).unsqueeze(-1)
     alphas, mus, couplings, unused = [], [], {}, {}
     scratch = p[0].new_empty(p[0].shape)
-    for i, beta_i in enumerate(beta):
+    for i in range(len(b)):
         row = used.index(i) if i in used else None
-        alpha_i = torch.mul(beta_i.unsqueeze(-1), p[i], out=None if row is None else B[:, row])
-        mu_i = torch.mul(beta_i.unsqueeze(-1), q[i], out=None if row is None else V[:, row])
+        into = (None, None) if row is None else (B[:, row], V[:, row])
+        alpha_i, mu_i = p[i], q[i]
         for j, a_ij in enumerate(a[i]):
             if a_ij == 0.0:
                 continue
             dot = torch.mul(q[j], q[i], out=scratch).sum(-1)
-            c_ij = (a_ij * h) * beta_i * dot
-            alpha_i.addcmul_(c_ij.unsqueeze(-1), alphas[j], value=-1)
-            mu_i.addcmul_(c_ij.unsqueeze(-1), mus[j], value=-1)
+            c_ij = (a_ij * h) * beta[j] * dot
+            if alpha_i is p[i]:  # the first coupling: into the stage's own vectors
+                alpha_i = torch.addcmul(p[i], c_ij.unsqueeze(-1), alphas[j], value=-1, out=into[0])
+                mu_i = torch.addcmul(q[i], c_ij.unsqueeze(-1), mus[j], value=-1, out=into[1])
+            else:
+                alpha_i.addcmul_(c_ij.unsqueeze(-1), alphas[j], value=-1)
+                mu_i.addcmul_(c_ij.unsqueeze(-1), mus[j], value=-1)
             couplings[i, j] = c_ij, dot
         if row is None:
             unused[i] = alpha_i, mu_i
         else:
+            if alpha_i is p[i]:  # no coupling: the stage's own values
+                alpha_i, mu_i = into[0].copy_(p[i]), into[1].copy_(q[i])
             torch.mul((b[i] * h).unsqueeze(-1), q[i], out=Q[:, row])
         alphas.append(alpha_i)
         mus.append(mu_i)
-    return (Q, B, V), (couplings, unused)
+    return (Q, R, B, V), (couplings, unused)
 
 
 def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
     """Add the vector-Jacobian product of :func:`_step_factors` to ``out``.
 
-    ``grads``: ``dL/dQ_nᵀ, dL/dB_n, −dL/dV_n`` (n, M, r, d), the last two overwritten;
-    ``K = dL/dB_n E_nᵀ`` (n, M, r, r), ``E_n = B_n − V_n P_n``; ``saved``:
-    :func:`_step_factors`' second output; ``out``: per stage, views of the gradients of
-    ``p, q`` (n, M, d) and ``beta`` (n, M), added to.
+    ``grads`` (from :func:`_sweep_back`): ``Ẽ_n G_{n+1}ᵀ``, ``dL/dB_n`` and ``−dL/dV_n``,
+    each (n, M, r, d), the last two overwritten; ``K = dL/dE_n Ẽ_nᵀ`` (n, M, r, r), with
+    ``Ẽ_n = B_n − V_n P_n``, ``E_n = R_n Ẽ_n``. ``saved``: :func:`_step_factors`' second
+    output; ``out``: per stage, views of the gradients of ``p, q`` (n, M, d) and ``beta``
+    (n, M), added to. The rates' gradient through ``R_n`` is ``K_ii``, and ``dL/dQ_n``'s
+    row ``i`` is ``beta_i (Ẽ_n G_{n+1}ᵀ)_i``.
 
     Per step, with ``β̄`` for ``dL/dβ``: the stages are swept backwards, and
     ``ᾱ_i = dL/dα_i`` (``μ̄_i`` alike) is complete once every later stage is done::
 
         ᾱ_j −= c_ij ᾱ_i,   μ̄_j −= c_ij μ̄_i,   c̄_ij = −T_ij,   T_ij = ᾱ_i · α_j + μ̄_i · μ_j
-        p̄_i += beta_i ᾱ_i,   q̄_i += beta_i μ̄_i + h b_i Q̄_i + D̄_ij q_j,   q̄_j += D̄_ij q_i
-        β̄_i += ᾱ_i · p_i + μ̄_i · q_i + c̄_ij h a_ij (q_j · q_i),   D̄_ij = c̄_ij h a_ij beta_i
+        p̄_i += ᾱ_i,   q̄_i += μ̄_i + h b_i Q̄_i + D̄_ij q_j,   q̄_j += D̄_ij q_i
+        β̄_j += c̄_ij h a_ij (q_j · q_i),   D̄_ij = c̄_ij h a_ij beta_j
 
     summed over the pairs ``j < i``. No dot product over ``d`` is needed for ``T_ij``
     when stage ``j`` is a row of the factors: as ``ᾱ_i = B̄_i − Σ_{k>i} c_ki ᾱ_k``,
-    ``T_ij = B̄_i · α_j + V̄_i · μ_j − Σ_{k>i} c_ki T_kj``, and with ``V̄ = −B̄ P_nᵀ`` and
-    ``μ_j P_n = α_j − e_j`` (``e_j`` the row of ``E_n``) the first two terms are
-    ``B̄_i · e_j = K_ij``.
+    ``T_ij = B̄_i · α_j + V̄_i · μ_j − Σ_{k>i} c_ki T_kj``, and with ``B̄ = R_n dL/dE_n``,
+    ``V̄ = −B̄ P_nᵀ`` and ``μ_j P_n = α_j − ẽ_j`` (``ẽ_j`` the row of ``Ẽ_n``) the first
+    two terms are ``B̄_i · ẽ_j = beta_i K_ij``.
     """
     _, a, b = tableau
     used = _used_stages(b)
@@ -318,36 +332,35 @@ def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
     g_alpha = [grad_B[:, :, row[i]] if i in row else None for i in range(len(b))]
     g_mu = [minus_grad_V[:, :, row[i]] if i in row else None for i in range(len(b))]  # −μ̄_i
     scratch = p[0].new_empty(p[0].shape)
-
-    def dot(x, y, u, v):
-        """``x · y − u · v`` over ``d``."""
-        return torch.mul(x, y, out=scratch).addcmul_(u, v, value=-1).sum(-1)
-
     T = {}
     for i in reversed(range(len(b))):
         if i in row:
-            grad_q[i].addcmul_((b[i] * h).unsqueeze(-1), grad_Q[:, :, row[i]])
+            k = row[i]
+            grad_q[i].addcmul_(((b[i] * h) * beta[i]).unsqueeze(-1), grad_Q[:, :, k])
+            grad_beta[i] += K[:, :, k, k]
         ga, gm = g_alpha[i], g_mu[i]
         if ga is None:  # the stage reaches no factor
             continue
         for j in range(i):
             if j in unused:
-                T[i, j] = dot(ga, unused[j][0], gm, unused[j][1])
+                alpha_j, mu_j = unused[j]
+                dots = torch.mul(ga, alpha_j, out=scratch).addcmul_(gm, mu_j, value=-1)
+                T[i, j] = dots.sum(-1)
                 continue
-            t = K[:, :, row[i], row[j]] if i in row else torch.zeros_like(h)
+            t = beta[i] * K[:, :, row[i], row[j]] if i in row else torch.zeros_like(h)
             for k in range(i + 1, len(b)):
                 if (k, i) in couplings and (k, j) in T:
                     t = t - couplings[k, i][0] * T[k, j]
             T[i, j] = t
-        grad_p[i].addcmul_(beta[i].unsqueeze(-1), ga)
-        grad_q[i].addcmul_(beta[i].unsqueeze(-1), gm, value=-1)
-        gb = dot(ga, p[i], gm, q[i])
+        grad_p[i] += ga
+        grad_q[i] -= gm
         for j, a_ij in enumerate(a[i]):
             if a_ij == 0.0:
                 continue
             c_ij, dot_ij = couplings[i, j]
-            gb.addcmul_(T[i, j], (a_ij * h) * dot_ij, value=-1)
-            g_dot = (T[i, j] * (a_ij * h)).mul_(beta[i]).neg_().unsqueeze(-1)  # D̄_ij
+            minus_gc = T[i, j] * (a_ij * h)  # −c̄_ij h a_ij
+            grad_beta[j].addcmul_(minus_gc, dot_ij, value=-1)
+            g_dot = (minus_gc * beta[j]).neg_().unsqueeze(-1)  # D̄_ij
             grad_q[i].addcmul_(g_dot, q[j])
             grad_q[j].addcmul_(g_dot, q[i])
             for g, x in ((g_alpha, ga), (g_mu, gm)):
@@ -355,7 +368,6 @@ def _step_factors_backward(grads, K, p, q, beta, dt, tableau, saved, out):
                     g[j] = torch.mul(c_ij.unsqueeze(-1), x).neg_()
                 else:
                     g[j].addcmul_(c_ij.unsqueeze(-1), x, value=-1)
-        grad_beta[i] += gb
 
 
 def _matrices(factor):
@@ -376,20 +388,20 @@ def _stage_values(p, q, beta, plan, n0, n1):
 def _chunk_factors(stage, plan, n0, n1):
     """:func:`_step_factors` of steps ``n0:n1`` from their ``stage`` values (:func:`_stage_values`).
 
-    Returns the factors' step matrices ``Q_nᵀ, B_n, V_n`` (:func:`_matrices`) and what
-    :func:`_step_factors_backward` reads.
+    Returns the factors ``Q_nᵀ, R_n, B_n, V_n`` as step matrices (:func:`_matrices`; ``R``
+    (n, M, r, 1) as it is) and what :func:`_step_factors_backward` reads.
     """
-    factors, saved = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
-    return [_matrices(f) for f in factors], saved
+    (Q, R, B, V), saved = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
+    return (_matrices(Q), R, _matrices(B), _matrices(V)), saved
 
 
 def _kept_bytes(plan, P):
-    """Bytes that keeping every step's ``P_n``, ``E_n``, ``Q_n``, ``V_n`` and couplings takes."""
+    """Bytes of every step's ``P_n``, ``Ẽ_n``, ``Q_n``, ``V_n``, ``R_n`` and couplings."""
     _, a, b = plan.tableau
     m, d = P.shape[0], P.shape[-1]
     r, pairs = len(_used_stages(b)), sum(a_ij != 0.0 for a_i in a for a_ij in a_i)
     unused = len(b) - r
-    per_step = m * (d * d + 3 * r * d + 2 * pairs + 2 * unused * d)
+    per_step = m * (d * d + 3 * r * d + r + 2 * pairs + 2 * unused * d)
     return plan.n_steps * per_step * P.element_size()
 
 
@@ -400,40 +412,46 @@ def _add_readout(out, state, plan, n):
         out[cases] += weights.view(-1, *[1] * (state.dim() - 1)) * state[cases]
 
 
-def _run(P, Qt, B, V, states, E, plan, n0, out=None):
-    """Steps ``n0, n0 + 1, ...`` from ``P``: ``E_n = B_n − V_n P_n``, ``P_{n+1} = P_n + Q_n E_n``.
+def _run(P, factors, states, E, plan, n0, out=None):
+    """Steps ``n0, n0 + 1, ...`` from ``P``: ``P_{n+1} = P_n + Q_n R_n Ẽ_n``.
 
-    ``Qt, B, V`` of shape (n, batch * h, r, d) (``Qt`` holds ``Q_nᵀ``). Writes ``P_n``
-    into ``states`` and ``E_n`` into ``E`` (buffers of shape (n, batch * h, ., d)),
-    adds the readouts to ``out`` when given, and returns the state after the last step.
+    ``Ẽ_n = B_n − V_n P_n``; ``factors``: ``Qt, R, B, V`` from :func:`_chunk_factors`
+    (``Qt`` holds ``Q_nᵀ``). Writes ``P_n`` into ``states`` and ``Ẽ_n`` into ``E``
+    (buffers of shape (n, batch * h, ., d)), adds the readouts to ``out`` when given,
+    and returns the state after the last step.
     """
+    Qt, R, B, V = factors
     n = len(E)
     states[0] = P
+    RE = torch.empty_like(E[0])
     Q = Qt.transpose(-1, -2).unbind(0)
-    B, V, P_, E = (x.unbind(0) for x in (B, V, states, E))  # views, made once
+    R, B, V, P_, E = (x.unbind(0) for x in (R, B, V, states, E))  # views, made once
     for i in range(n):
         torch.baddbmm(B[i], V[i], P_[i], alpha=-1, out=E[i])
-        P = torch.baddbmm(P_[i], Q[i], E[i], out=P_[i + 1] if i + 1 < n else None)
+        torch.mul(R[i], E[i], out=RE)
+        P = torch.baddbmm(P_[i], Q[i], RE, out=P_[i + 1] if i + 1 < n else None)
         if out is not None:
             _add_readout(out, P.view(out.shape), plan, n0 + i + 1)
     return P
 
 
-def _sweep_back(G, Qt, V, states, E, plan, n0, grad_out):
+def _sweep_back(G, factors, states, E, plan, n0, grad_out):
     """The adjoint of :func:`_run` from ``G = dL/dP_{n1}``.
 
-    ``G_n = G_{n+1} − V_nᵀ dL/dE_n``, plus the readout of ``grad_out`` at state ``n``.
-    Returns ``dL/dP_{n0}``; the gradients of the step matrices, each (n, M, r, d):
-    ``(dL/dQ_n)ᵀ = E_n G_{n+1}ᵀ``, ``dL/dB_n = dL/dE_n = Q_nᵀ G_{n+1}`` and ``−dL/dV_n =
-    dL/dE_n P_nᵀ`` (the sign is left to :func:`_step_factors_backward`); and
-    ``K = dL/dE_n E_nᵀ`` (n, M, r, r). All are products of one step's matrices, done
-    during the sweep while they are in cache.
+    ``dL/dE_n = Q_nᵀ G_{n+1}``, ``dL/dB_n = R_n dL/dE_n``, ``G_n = G_{n+1} − V_nᵀ dL/dB_n``,
+    plus the readout of ``grad_out`` at state ``n``. Returns ``dL/dP_{n0}``; the
+    products that :func:`_step_factors_backward` reads, each (n, M, r, d): ``Ẽ_n
+    G_{n+1}ᵀ``, ``dL/dB_n`` and ``−dL/dV_n = dL/dB_n P_nᵀ``; and ``K = dL/dE_n Ẽ_nᵀ``
+    (n, M, r, r). All are products of one step's matrices, done during the sweep while
+    they are in cache.
     """
     grads = [torch.empty_like(E) for _ in range(3)]
     K = E.new_empty(*E.shape[:-1], E.shape[-2])
-    spare = torch.empty_like(G)  # (in-place baddbmm_ is one GEMM call per matrix)
-    Qt, Vt, states, E, K_, (grad_Qt, grad_B, minus_grad_V) = (
+    grad_E, spare = torch.empty_like(E[0]), torch.empty_like(G)
+    Qt, R, _, V = factors
+    Qt, R, Vt, states, E, K_, (E_Gt, grad_B, minus_grad_V) = (
         Qt.unbind(0),
+        R.unbind(0),
         V.transpose(-1, -2).unbind(0),
         states.transpose(-1, -2).unbind(0),
         E.unbind(0),
@@ -441,20 +459,22 @@ def _sweep_back(G, Qt, V, states, E, plan, n0, grad_out):
         [g.unbind(0) for g in grads],
     )
     for i in range(len(E) - 1, -1, -1):
-        torch.bmm(E[i], G.transpose(-1, -2), out=grad_Qt[i])
-        torch.bmm(Qt[i], G, out=grad_B[i])
-        torch.bmm(grad_B[i], E[i].transpose(-1, -2), out=K_[i])
+        torch.bmm(Qt[i], G, out=grad_E)
+        torch.bmm(grad_E, E[i].transpose(-1, -2), out=K_[i])
+        torch.mul(R[i], grad_E, out=grad_B[i])
+        torch.bmm(E[i], G.transpose(-1, -2), out=E_Gt[i])
         torch.bmm(grad_B[i], states[i], out=minus_grad_V[i])
+        # out of place: an in-place baddbmm_ is one GEMM call per matrix
         G, spare = torch.baddbmm(G, Vt[i], grad_B[i], alpha=-1, out=spare), G
         _add_readout(G.view(grad_out.shape), grad_out, plan, n0 + i)
     return G, grads, K
 
 
 class _AffineRecurrence(torch.autograd.Function):
-    """``P_{n+1} = P_n + Q_n (B_n − V_n P_n)``, read out as ``Σ_n readout[:, n] P_n``.
+    """``P_{n+1} = P_n + Q_n R_n (B_n − V_n P_n)``, read out as ``Σ_n readout[:, n] P_n``.
 
     Inputs: ``P0`` (batch, h, d, d) and the stage values ``p, q`` (n_times, batch, h, d),
-    ``beta`` (n_times, batch, h), from which :func:`_step_factors` builds ``Q, B, V``
+    ``beta`` (n_times, batch, h), from which :func:`_step_factors` builds ``Q, R, B, V``
     chunk by chunk (``plan``, ``chunk_size``: not differentiable). The backward is
     written out: :func:`_sweep_back` through the steps, then
     :func:`_step_factors_backward` through the factors, chunk by chunk. See the module
@@ -475,10 +495,12 @@ class _AffineRecurrence(torch.autograd.Function):
         saved = []  # per chunk: what its backward needs, or only its first state
         for n0, n1 in chunks:
             stage = _stage_values(p, q, beta, plan, n0, n1)
-            (Qt, B, V), factor_saved = _chunk_factors(stage, plan, n0, n1)
-            states, E = P.new_empty(n1 - n0, *P.shape), B.new_empty(B.shape)
-            saved.append((states, E, Qt, V, factor_saved) if keep else P)
-            P = _run(P, Qt, B, V, states, E, plan, n0, out)
+            factors, factor_saved = _chunk_factors(stage, plan, n0, n1)
+            states, E = P.new_empty(n1 - n0, *P.shape), factors[2].new_empty(factors[2].shape)
+            # keep what the backward reads (B_n only through Ẽ_n), or the chunk's first state
+            kept = (states, E, (*factors[:2], None, factors[3]), factor_saved)
+            saved.append(kept if keep else P)
+            P = _run(P, factors, states, E, plan, n0, out)
         ctx.save_for_backward(P0, p, q, beta)
         ctx.plan, ctx.chunks, ctx.saved = plan, chunks, saved
         return out
@@ -496,12 +518,13 @@ class _AffineRecurrence(torch.autograd.Function):
         for (n0, n1), saved in zip(reversed(ctx.chunks), reversed(ctx.saved), strict=True):
             stage = _stage_values(p, q, beta, plan, n0, n1)
             if isinstance(saved, tuple):
-                states, E, Qt, V, factor_saved = saved
+                states, E, factors, factor_saved = saved
             else:  # recompute the chunk's factors and states
-                (Qt, B, V), factor_saved = _chunk_factors(stage, plan, n0, n1)
-                states, E = G.new_empty(n1 - n0, *G.shape), B.new_empty(B.shape)
-                _run(saved, Qt, B, V, states, E, plan, n0)
-            G, step_grads, K = _sweep_back(G, Qt, V, states, E, plan, n0, grad_out)
+                factors, factor_saved = _chunk_factors(stage, plan, n0, n1)
+                states = G.new_empty(n1 - n0, *G.shape)
+                E = factors[2].new_empty(factors[2].shape)
+                _run(saved, factors, states, E, plan, n0)
+            G, step_grads, K = _sweep_back(G, factors, states, E, plan, n0, grad_out)
             _step_factors_backward(
                 step_grads,
                 K,
