@@ -385,14 +385,21 @@ def _stage_values(p, q, beta, plan, n0, n1):
     return (*vectors, [x.view(n1 - n0, -1) for x in plan.stages(beta, n0, n1)])
 
 
-def _chunk_factors(stage, plan, n0, n1):
-    """:func:`_step_factors` of steps ``n0:n1`` from their ``stage`` values (:func:`_stage_values`).
+def _chunk_run(P, stage, plan, n0, n1, out=None):
+    """Steps ``n0:n1`` from ``P``, their factors built from their ``stage`` values
+    (:func:`_stage_values`, :func:`_step_factors`) and run by :func:`_run`.
 
-    Returns the factors ``Q_nᵀ, R_n, B_n, V_n`` as step matrices (:func:`_matrices`; ``R``
-    (n, M, r, 1) as it is) and what :func:`_step_factors_backward` reads.
+    Returns the state after the last step and the chunk's ``(states, E, factors,
+    factor_saved)``: every ``P_n`` and ``Ẽ_n``, the factors ``Q_nᵀ, R_n, B_n, V_n`` as
+    step matrices (:func:`_matrices`; ``R`` (n, M, r, 1) as it is) and what
+    :func:`_step_factors_backward` reads. The forward and the backward's recomputation
+    of a chunk both run it.
     """
-    (Q, R, B, V), saved = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
-    return (_matrices(Q), R, _matrices(B), _matrices(V)), saved
+    (Q, R, B, V), factor_saved = _step_factors(*stage, plan.dt[n0:n1], plan.tableau)
+    factors = (_matrices(Q), R, _matrices(B), _matrices(V))
+    states, E = P.new_empty(n1 - n0, *P.shape), factors[2].new_empty(factors[2].shape)
+    P = _run(P, factors, states, E, plan, n0, out)
+    return P, (states, E, factors, factor_saved)
 
 
 def _kept_bytes(plan, P):
@@ -415,7 +422,7 @@ def _add_readout(out, state, plan, n):
 def _run(P, factors, states, E, plan, n0, out=None):
     """Steps ``n0, n0 + 1, ...`` from ``P``: ``P_{n+1} = P_n + Q_n R_n Ẽ_n``.
 
-    ``Ẽ_n = B_n − V_n P_n``; ``factors``: ``Qt, R, B, V`` from :func:`_chunk_factors`
+    ``Ẽ_n = B_n − V_n P_n``; ``factors``: ``Qt, R, B, V`` from :func:`_chunk_run`
     (``Qt`` holds ``Q_nᵀ``). Writes ``P_n`` into ``states`` and ``Ẽ_n`` into ``E``
     (buffers of shape (n, batch * h, ., d)), adds the readouts to ``out`` when given,
     and returns the state after the last step.
@@ -495,12 +502,11 @@ class _AffineRecurrence(torch.autograd.Function):
         saved = []  # per chunk: what its backward needs, or only its first state
         for n0, n1 in chunks:
             stage = _stage_values(p, q, beta, plan, n0, n1)
-            factors, factor_saved = _chunk_factors(stage, plan, n0, n1)
-            states, E = P.new_empty(n1 - n0, *P.shape), factors[2].new_empty(factors[2].shape)
+            first = P
+            P, (states, E, factors, factor_saved) = _chunk_run(P, stage, plan, n0, n1, out)
             # keep what the backward reads (B_n only through Ẽ_n), or the chunk's first state
             kept = (states, E, (*factors[:2], None, factors[3]), factor_saved)
-            saved.append(kept if keep else P)
-            P = _run(P, factors, states, E, plan, n0, out)
+            saved.append(kept if keep else first)
         ctx.save_for_backward(P0, p, q, beta)
         ctx.plan, ctx.chunks, ctx.saved = plan, chunks, saved
         return out
@@ -517,13 +523,9 @@ class _AffineRecurrence(torch.autograd.Function):
         G = G.view(-1, d, d)
         for (n0, n1), saved in zip(reversed(ctx.chunks), reversed(ctx.saved), strict=True):
             stage = _stage_values(p, q, beta, plan, n0, n1)
-            if isinstance(saved, tuple):
-                states, E, factors, factor_saved = saved
-            else:  # recompute the chunk's factors and states
-                factors, factor_saved = _chunk_factors(stage, plan, n0, n1)
-                states = G.new_empty(n1 - n0, *G.shape)
-                E = factors[2].new_empty(factors[2].shape)
-                _run(saved, factors, states, E, plan, n0)
+            if not isinstance(saved, tuple):  # recompute the chunk's factors and states
+                _, saved = _chunk_run(saved, stage, plan, n0, n1)
+            states, E, factors, factor_saved = saved
             G, step_grads, K = _sweep_back(G, factors, states, E, plan, n0, grad_out)
             _step_factors_backward(
                 step_grads,
