@@ -640,6 +640,30 @@ def use_fast_path(solver_backend, method, adjoint):
 FIXED_GRID_MEMORY = 256 * 2**20
 
 
+def _rk_vectors(tableau, c, like):
+    """One step's combination vectors for the explicit tableau ``(c_i, a, b)``, step ``c``.
+
+    The loops of the hand-written backwards (:mod:`skfwp.nn.gated_fast`,
+    :mod:`skfwp.nn.ncde_fast`) form each combination as one matrix–vector product over
+    stacked rows. Returns ``(stage, update, adjoint)``, tensors of ``like``'s dtype and
+    device: over the rows ``[z_n, k_0, ..., k_{i−1}]``, ``stage[i]`` gives
+    ``Y_i = z_n + c Σ_{j<i} a_ij k_j`` (``stage[0]`` is None: ``Y_0 = z_n``); over
+    ``[z_n, k_0, ..., k_{S−1}]``, ``update`` gives ``z_{n+1} = z_n + c Σ_i b_i k_i``;
+    over ``[λ, dY_{S−1}, ..., dY_{i+1}]`` (``λ = dL/dz_{n+1}``, ``dY_m = dL/dY_m``),
+    ``adjoint[i]`` gives ``dL/dk_i = c (b_i λ + Σ_{m>i} a_mi dY_m)``.
+    """
+    _, a, b = tableau
+    S = len(b)
+
+    def vec(values):
+        return like.new_tensor(values)
+
+    stage = [None] + [vec([1.0] + [c * a_ij for a_ij in a[i]]) for i in range(1, S)]
+    update = vec([1.0] + [c * b_i for b_i in b])
+    adjoint = [vec([c * b[i]] + [c * a[m][i] for m in range(S - 1, i, -1)]) for i in range(S)]
+    return stage, update, adjoint
+
+
 def _combine(z, terms):
     """``z + Σ_j w_j k_j`` part by part, for ``terms`` a list of ``(w_j, k_j)`` (tuples)."""
     out = []

@@ -109,19 +109,7 @@ class _Loop:
         """Step ``n``'s combination vectors: stage states, update, stage adjoints."""
         c = self.spec.dt[n] / self.spec.tau
         if c not in self._coefficients:
-            _, a, b = self.spec.plan.tableau
-            S = len(b)
-
-            def vec(values):
-                return self.x.new_tensor(values)
-
-            stage = [None] + [vec([1.0] + [c * a_ij for a_ij in a[i]]) for i in range(1, S)]
-            update = vec([1.0] + [c * b_i for b_i in b])
-            # rows [λ, dY_{S−1}, ..., dY_{i+1}]
-            adjoint = [
-                vec([c * b[i]] + [c * a[m][i] for m in range(S - 1, i, -1)]) for i in range(S)
-            ]
-            self._coefficients[c] = (stage, update, adjoint)
+            self._coefficients[c] = fast_solver._rk_vectors(self.spec.plan.tableau, c, self.x)
         return self._coefficients[c]
 
     def forward_chunk(self, z, n0, n1, out=None):

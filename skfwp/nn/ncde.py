@@ -13,13 +13,19 @@ CDE is solved as the ODE ``dz/ds = f(z) · dX/ds(s)`` by the shared solver wrapp
 internally, so one wrapper serves every skfwp model (and handles the per-case final
 knots ``T_i``, which ``cdeint`` does not).
 
-Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.fast_solver.integrate_fixed_grid`;
+Solvers (``solver_backend``): the fast path (:func:`skfwp.nn.ncde_fast.integrate_cde`;
 methods euler, midpoint, rk4 without adjoint) evaluates ``dX/ds`` at every stage time
-in one batched call and steps ``z`` with only ``f(z) · dX/ds`` in the loop; the
-generic path goes through torchdiffeq, the spline evaluated at each stage. Euler reads
-``dX/ds`` at its step's end (:data:`skfwp.nn.fast_solver.INPUT_AHEAD_METHODS`): at step
-1 that is the increment ``x_{n+1} − x_n`` for both the linear and the Hermite path,
-the Euler scheme of a CDE, ``z_{n+1} = z_n + f(z_n) (x_{n+1} − x_n)``.
+in one batched call and steps ``z`` with only ``f(z) · dX/ds`` in the loop, forward
+and backward written by hand: the stage derivative ``k = tanh(MLP(Y)) · dX/ds`` and its
+vector–Jacobian product per stage, the weight gradients as products over all stages.
+A bidirectional pair (:func:`forward_pair`) runs its two models as two groups of the
+same loop, each linear layer one batched product over both. A vector field that is not
+the MLP :class:`CDEVectorField` builds (a replaced module) runs the autograd loop of
+:func:`skfwp.nn.fast_solver.integrate_fixed_grid` instead. The generic path goes
+through torchdiffeq, the spline evaluated at each stage. Euler reads ``dX/ds`` at its
+step's end (:data:`skfwp.nn.fast_solver.INPUT_AHEAD_METHODS`): at step 1 that is the
+increment ``x_{n+1} − x_n`` for both the linear and the Hermite path, the Euler scheme
+of a CDE, ``z_{n+1} = z_n + f(z_n) (x_{n+1} − x_n)``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import torch
 from torch import nn
 
 from .fast_solver import StagePlan, integrate_fixed_grid, use_fast_path
+from .gated_fast import flow_layers
 from .layers import mlp
+from .ncde_fast import integrate_cde
 from .solver import solve
 
 __all__ = ["CDEVectorField", "NeuralCDE"]
@@ -76,6 +84,19 @@ class _ControlledField(nn.Module):
     def forward(self, s, z, path):
         dX = path.derivative(s)  # (batch, K)
         return (self.vector_field(z) @ dX.unsqueeze(-1)).squeeze(-1)  # (batch, H)
+
+
+def _linear_layers(net):
+    """The ``nn.Linear`` layers of ``f``'s MLP as :func:`~skfwp.nn.layers.mlp` builds it.
+
+    ``Linear, ReLU, ..., Linear, Tanh``: the layers, for
+    :func:`skfwp.nn.ncde_fast.integrate_cde`; None for any other stack of modules
+    (a replaced module), which the autograd loop runs instead.
+    """
+    layers = flow_layers(net)
+    if layers is None or not layers[1]:
+        return None
+    return [net[0], *layers[0]]
 
 
 class NeuralCDE(nn.Module):
@@ -140,20 +161,29 @@ class NeuralCDE(nn.Module):
         return self.output(z_end)
 
     def integrate_fast(self, z0, path, method="rk4", step_size=None):
-        """``z(T_i)`` from :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, shape (batch, H).
+        """``z(T_i)`` on the fixed grid, shape (batch, H).
 
         ``dX/ds`` at every stage time, shape (n_times, batch, K), comes from one
-        vectorised spline evaluation; each stage computes ``f(z) · dX/ds``.
+        vectorised spline evaluation; each stage computes ``f(z) · dX/ds``. A vector
+        field built by :class:`CDEVectorField` (every setting of this class) runs in
+        :func:`skfwp.nn.ncde_fast.integrate_cde`, whose backward is written by hand; any
+        other ``self.vector_field.net`` (a replaced module) in
+        :func:`skfwp.nn.fast_solver.integrate_fixed_grid`, by autograd.
         """
         if int(path.ends.max()) == 0:  # every case is a single observation
             return z0
+        plan = StagePlan(path.ends, method, step_size, z0.dtype)
+        dX = path.derivative(plan.times).transpose(0, 1)  # (n_times, batch, K)
+        linears = _linear_layers(self.vector_field.net)
+        if linears is not None:  # one group: G = 1
+            weights = [layer.weight[None] for layer in linears]
+            biases = [layer.bias[None] for layer in linears]
+            return integrate_cde(z0[None], dX[:, None], plan, weights, biases)[0]
 
         def field(z, terms):
             (z,), (dX,) = z, terms
             return (torch.bmm(self.vector_field(z), dX.unsqueeze(-1)).squeeze(-1),)
 
-        plan = StagePlan(path.ends, method, step_size, z0.dtype)
-        dX = path.derivative(plan.times).transpose(0, 1)  # (n_times, batch, K)
         width = sum(
             layer.out_features for layer in self.vector_field.net if hasattr(layer, "out_features")
         )
@@ -176,46 +206,34 @@ def forward_pair(
     """``forward_model(path) + reverse_model(reversed_path)`` in one fixed-grid solve.
 
     The two Neural CDEs of a :class:`skfwp.nn.ensemble.Bidirectional` pair share the
-    grid (a reversed case ends at the same knot), so their states go side by side,
-    ``(batch, 2, H)``, and each stage evaluates both fields at once: every linear layer
-    of ``f`` is one batched product over the two models' stacked weights
-    (``torch.baddbmm``), half the operations of two solves. Where the fast path does not
-    apply (``solver_backend``, ``method``, ``adjoint``), the two models run one after the
-    other. Same outputs as the separate solves up to float rounding.
+    grid (a reversed case ends at the same knot), so their states go side by side as
+    the two groups of :func:`skfwp.nn.ncde_fast.integrate_cde`, ``(2, batch, H)``, and
+    each stage evaluates both fields at once: every linear layer of ``f`` is one batched
+    product over the two models' stacked weights (``torch.bmm``), half the operations
+    of two solves, with the same hand-written backward. Where the fast path does not
+    apply (``solver_backend``, ``method``, ``adjoint``), or where a model's field is not
+    the MLP that :class:`CDEVectorField` builds (a replaced module) or the two differ in
+    shape, the two models run one after the other. Same outputs as the separate solves
+    up to float rounding.
     """
     method = options.get("method", "rk4")
-    if not use_fast_path(solver_backend, method, options.get("adjoint", False)):
+    models = (forward_model, reverse_model)
+    linears = [_linear_layers(m.vector_field.net) for m in models]
+    shapes = [None if ls is None else [layer.weight.shape for layer in ls] for ls in linears]
+    fast = use_fast_path(solver_backend, method, options.get("adjoint", False))
+    if not fast or shapes[0] is None or shapes[0] != shapes[1]:
         return forward_model(path, solver_backend, **options) + reverse_model(
             reversed_path, solver_backend, **options
         )
-    models = (forward_model, reverse_model)
     paths = (path, reversed_path)
-    z0 = torch.stack([m.initial_state(p) for m, p in zip(models, paths, strict=True)], 1)
-    z_end = z0
+    z0 = torch.stack([m.initial_state(p) for m, p in zip(models, paths, strict=True)])
+    z_end = z0  # (2, batch, H)
     if int(path.ends.max()) > 0:
         plan = StagePlan(path.ends, method, options.get("step_size"), z0.dtype)
-        dX = torch.stack([p.derivative(plan.times) for p in paths], 2)  # (batch, n, 2, K)
-        layers = []  # (stacked weight (2, in, out), stacked bias (2, 1, out)) or a module
-        for pair in zip(*(m.vector_field.net for m in models), strict=True):
-            if isinstance(pair[0], nn.Linear):
-                weight = torch.stack([layer.weight.T for layer in pair])
-                layers.append((weight, torch.stack([layer.bias for layer in pair])[:, None]))
-            else:
-                layers.append(pair[0])  # an activation, the same in both
-        H, K = z0.shape[-1], dX.shape[-1]
-
-        def field(z, terms):
-            (z,), (dx,) = z, terms  # (batch, 2, H), (batch, 2, K)
-            y = z.transpose(0, 1)  # (2, batch, H)
-            for layer in layers:
-                y = torch.baddbmm(layer[1], y, layer[0]) if isinstance(layer, tuple) else layer(y)
-            f = y.transpose(0, 1).reshape(-1, H, K)  # (batch * 2, H, K)
-            return (torch.bmm(f, dx.reshape(-1, K, 1)).view(z.shape),)
-
-        width = sum(w.shape[-1] for w, _ in (lay for lay in layers if isinstance(lay, tuple)))
-        step_bytes = 8 * len(plan.tableau[0]) * width * z0.element_size()
-        inputs = tuple(p for m in models for p in m.vector_field.parameters())
-        (z_end,) = integrate_fixed_grid(
-            field, (z0,), (dX.transpose(0, 1),), plan, step_bytes=step_bytes, inputs=inputs
-        )
-    return forward_model.output(z_end[:, 0]) + reverse_model.output(z_end[:, 1])
+        # (n_times, 2, batch, K)
+        dX = torch.stack([p.derivative(plan.times).transpose(0, 1) for p in paths], 1)
+        pairs = list(zip(*linears, strict=True))
+        weights = [torch.stack([layer.weight for layer in pair]) for pair in pairs]
+        biases = [torch.stack([layer.bias for layer in pair]) for pair in pairs]
+        z_end = integrate_cde(z0, dX, plan, weights, biases)
+    return forward_model.output(z_end[0]) + reverse_model.output(z_end[1])
