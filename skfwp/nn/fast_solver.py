@@ -640,6 +640,28 @@ def use_fast_path(solver_backend, method, adjoint):
 FIXED_GRID_MEMORY = 256 * 2**20
 
 
+class _HandSpec:
+    """The non-tensor settings of one call of a hand-written loop (:mod:`skfwp.nn.gated_fast`,
+    :mod:`skfwp.nn.ncde_fast`): the plan, its steps in chunks of ``chunk_size``, whether
+    the one chunk's buffers serve the backward (``keep``) and the step sizes."""
+
+    def __init__(self, plan, chunk_size, need_grad):
+        self.plan, self.need_grad = plan, need_grad
+        n = plan.n_steps
+        self.chunks = [(n0, min(n0 + chunk_size, n)) for n0 in range(0, n, chunk_size)]
+        self.keep = len(self.chunks) == 1  # one chunk: the forward's buffers serve the backward
+        self.dt = plan.dt.tolist()
+
+
+def _add_readout(out, state, plan, n, dim=0):
+    """``out[i] += readout[i, n] * state[i]`` for the cases ``i`` read out at state ``n``,
+    the cases along ``dim`` of ``out`` and ``state`` (0, or 1 behind a group axis)."""
+    if n in plan.readout_at:
+        cases, weights = plan.readout_at[n]
+        weights = weights.view(-1, *[1] * (state.dim() - dim - 1))
+        out.index_add_(dim, cases, weights * state.index_select(dim, cases))
+
+
 def _rk_vectors(tableau, c, like):
     """One step's combination vectors for the explicit tableau ``(c_i, a, b)``, step ``c``.
 

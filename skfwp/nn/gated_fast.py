@@ -76,23 +76,15 @@ def flow_layers(flow):
     return linears[1:], tanh
 
 
-class _Spec:
+class _Spec(fast_solver._HandSpec):
     """The non-tensor settings of one call: the plan, ``F``'s shape and the chunks."""
 
     def __init__(self, plan, width, gated, leak, tanh, tau, chunk_size, need_grad):
-        self.plan, self.width, self.gated, self.leak, self.tanh = plan, width, gated, leak, tanh
-        self.tau, self.need_grad = tau, need_grad
-        n = plan.n_steps
-        self.chunks = [(n0, min(n0 + chunk_size, n)) for n0 in range(0, n, chunk_size)]
-        self.keep = len(self.chunks) == 1  # one chunk: the forward's buffers serve the backward
-        self.dt = plan.dt.tolist()
+        super().__init__(plan, chunk_size, need_grad)
+        self.width, self.gated, self.leak, self.tanh, self.tau = width, gated, leak, tanh, tau
 
 
-def _readout(out, state, plan, n):
-    """``out[i] += readout[i, n] * state[i]`` for the cases read out at state ``n``."""
-    if n in plan.readout_at:
-        cases, weights = plan.readout_at[n]
-        out.index_add_(0, cases, weights[:, None] * state[cases])
+_readout = fast_solver._add_readout  # cases along dim 0
 
 
 class _Loop:

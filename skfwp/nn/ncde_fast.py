@@ -64,22 +64,12 @@ from . import fast_solver
 __all__ = ["integrate_cde"]
 
 
-class _Spec:
-    """The non-tensor settings of one call: the plan and the chunks of steps."""
-
-    def __init__(self, plan, chunk_size, need_grad):
-        self.plan, self.need_grad = plan, need_grad
-        n = plan.n_steps
-        self.chunks = [(n0, min(n0 + chunk_size, n)) for n0 in range(0, n, chunk_size)]
-        self.keep = len(self.chunks) == 1  # one chunk: the forward's buffers serve the backward
-        self.dt = plan.dt.tolist()
+_Spec = fast_solver._HandSpec
 
 
 def _readout(out, state, plan, n):
     """``out[:, i] += readout[i, n] * state[:, i]`` for the cases read out at state ``n``."""
-    if n in plan.readout_at:
-        cases, weights = plan.readout_at[n]
-        out.index_add_(1, cases, weights[:, None] * state[:, cases])
+    fast_solver._add_readout(out, state, plan, n, dim=1)
 
 
 def _groups(t):
