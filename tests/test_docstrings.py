@@ -102,7 +102,7 @@ ESTIMATORS = sorted(skfwp.registry.all_estimators().items())
 @pytest.mark.parametrize(("name", "cls"), ESTIMATORS, ids=[n for n, _ in ESTIMATORS])
 def test_estimator_docstring_states_its_own_defaults(name, cls):
     """A default written in the docstring is the one ``__init__`` has: a model that
-    overrides a shared default (the time-warp recipe's ``max_iter=200``) says so."""
+    overrides a shared default (the time-warp recipe's ``max_iter=300``) says so."""
     signature = inspect.signature(cls.__init__).parameters
     checked = 0
     for param, written in _DEFAULT.findall(cls.__doc__):
