@@ -640,14 +640,23 @@ def use_fast_path(solver_backend, method, adjoint):
 FIXED_GRID_MEMORY = 256 * 2**20
 
 
+def _fixed_grid_chunk(n_steps, step_bytes):
+    """Steps per chunk of a fixed-grid run whose steps each keep ``step_bytes`` for the
+    backward: ``max(⌈√n_steps⌉, FIXED_GRID_MEMORY // step_bytes)``, so a chunk stays within
+    :data:`FIXED_GRID_MEMORY` unless √n_steps steps need more (then memory grows as √n)."""
+    return max(math.ceil(math.sqrt(n_steps)), FIXED_GRID_MEMORY // max(step_bytes, 1))
+
+
 class _HandSpec:
     """The non-tensor settings of one call of a hand-written loop (:mod:`skfwp.nn.gated_fast`,
-    :mod:`skfwp.nn.ncde_fast`): the plan, its steps in chunks of ``chunk_size``, whether
-    the one chunk's buffers serve the backward (``keep``) and the step sizes."""
+    :mod:`skfwp.nn.ncde_fast`): the plan, its steps in chunks (:func:`_fixed_grid_chunk`
+    for steps that keep ``step_bytes`` each), whether the one chunk's buffers serve the
+    backward (``keep``) and the step sizes."""
 
-    def __init__(self, plan, chunk_size, need_grad):
+    def __init__(self, plan, step_bytes, need_grad):
         self.plan, self.need_grad = plan, need_grad
         n = plan.n_steps
+        chunk_size = _fixed_grid_chunk(n, step_bytes)
         self.chunks = [(n0, min(n0 + chunk_size, n)) for n0 in range(0, n, chunk_size)]
         self.keep = len(self.chunks) == 1  # one chunk: the forward's buffers serve the backward
         self.dt = plan.dt.tolist()
@@ -816,7 +825,7 @@ def integrate_fixed_grid(field, z0, drive, plan, *, prepare=None, step_bytes=Non
         step_bytes = 4 * len(plan.tableau[0]) * per_case * z0[0].element_size()
     batch = len(z0[0])
     n_steps = plan.n_steps
-    size = max(math.ceil(math.sqrt(n_steps)), FIXED_GRID_MEMORY // max(batch * step_bytes, 1))
+    size = _fixed_grid_chunk(n_steps, batch * step_bytes)
     dt = plan.dt.tolist()
     out = [torch.zeros_like(z) for z in z0]
     if 0 in plan.readout_at:

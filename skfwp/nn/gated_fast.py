@@ -45,8 +45,6 @@ backward recomputes each chunk's forward before sweeping it.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -79,8 +77,8 @@ def flow_layers(flow):
 class _Spec(fast_solver._HandSpec):
     """The non-tensor settings of one call: the plan, ``F``'s shape and the chunks."""
 
-    def __init__(self, plan, width, gated, leak, tanh, tau, chunk_size, need_grad):
-        super().__init__(plan, chunk_size, need_grad)
+    def __init__(self, plan, width, gated, leak, tanh, tau, step_bytes, need_grad):
+        super().__init__(plan, step_bytes, need_grad)
         self.width, self.gated, self.leak, self.tanh, self.tau = width, gated, leak, tanh, tau
 
 
@@ -388,7 +386,5 @@ def integrate_gated(
         + 2 * sum(w.shape[0] + w.shape[1] for w in hidden[::2])
     )
     step_bytes = S * B * rows * h0.element_size()
-    n = plan.n_steps
-    chunk_size = max(math.ceil(math.sqrt(n)), fast_solver.FIXED_GRID_MEMORY // max(step_bytes, 1))
-    spec = _Spec(plan, width, gated, leak, tanh, float(tau), chunk_size, need_grad)
+    spec = _Spec(plan, width, gated, leak, tanh, float(tau), step_bytes, need_grad)
     return _GatedRK.apply(spec, *tensors)

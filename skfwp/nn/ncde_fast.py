@@ -54,7 +54,6 @@ overwrote the kept ``P``.
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -343,7 +342,5 @@ def integrate_cde(z0, dX, plan, weights, biases):
     # per stage and case: ẋ, Y, k, v, the A_l and dO_l, P and dO_m (and M, if kept)
     rows = K + 3 * H + 2 * sum(W.shape[1] for W in weights[:-1]) + 3 * H * K
     step_bytes = S * G * B * rows * z0.element_size()
-    n = plan.n_steps
-    chunk_size = max(math.ceil(math.sqrt(n)), fast_solver.FIXED_GRID_MEMORY // max(step_bytes, 1))
-    spec = _Spec(plan, chunk_size, need_grad)
+    spec = _Spec(plan, step_bytes, need_grad)
     return _CDERK.apply(spec, *tensors)
