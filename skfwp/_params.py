@@ -53,6 +53,7 @@ COMMON_PARAMS = {
     "early_stopping": False,
     "validation_fraction": 0.1,
     "n_iter_no_change": 20,
+    "loss_window": 1,
     "tol": 1e-4,
     "class_weight": None,
     "device": "cpu",
@@ -140,6 +141,12 @@ hidden_size : int, default={hidden_size}
         Share of training cases held out when ``early_stopping``.
     n_iter_no_change : int, default={n_iter_no_change}
         Epochs without an improvement larger than ``tol`` before training stops.
+    loss_window : int, default={loss_window}
+        Without ``early_stopping``, the patience and the "plateau" schedule watch the
+        mean training loss of the last ``loss_window`` epochs (1: each epoch's own).
+        Augmented training cases make the epoch's loss noisy; averaging keeps one
+        lucky epoch from setting a best the next ``n_iter_no_change`` epochs must beat
+        (:class:`skfwp._training.ImprovementMonitor`).
     tol : float, default=1e-4
         Minimum improvement of the monitored score (training loss, or validation
         score with validation loss as tie-break when ``early_stopping``).
@@ -360,6 +367,7 @@ COMMON_CONSTRAINTS = {
     "early_stopping": ["boolean"],
     "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
     "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+    "loss_window": [Interval(numbers.Integral, 1, None, closed="left")],
     "tol": [Interval(numbers.Real, 0, None, closed="left")],
     "class_weight": [dict, StrOptions({"balanced"}), None],
     "device": [str, torch.device],

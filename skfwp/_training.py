@@ -30,10 +30,13 @@ class NonFiniteStep(ArithmeticError):
 class ImprovementMonitor:
     """Best epoch and patience over the monitored score.
 
-    Without validation the score is the training loss (lower is better); with
-    validation it is the validation score (higher is better), and an equal score is
-    broken by the lower validation loss. An epoch improves when it beats the best by
-    more than ``tol``.
+    Without validation the score is the training loss (lower is better), averaged over
+    the last ``window`` epochs (fewer in the first epochs): with augmented training
+    cases the epoch's loss is noisy, and one lucky epoch would otherwise set a best
+    that the next ``patience`` epochs must beat. With validation it is the validation
+    score (higher is better), and an equal score is broken by the lower validation
+    loss; ``window`` does not apply. An epoch improves when it beats the best by more
+    than ``tol``.
 
     Parameters
     ----------
@@ -45,6 +48,9 @@ class ImprovementMonitor:
         kept (:attr:`best_state`), to be restored at the end.
     score_key : str
         The record's validation score entry, e.g. ``"val_accuracy"``.
+    window : int, default=1
+        Epochs whose training losses are averaged into the monitored value (1: the
+        epoch's own loss).
 
     Examples
     --------
@@ -55,9 +61,15 @@ class ImprovementMonitor:
     [False, False, False, True]
     >>> monitor.best_epoch, monitor.best_score
     (2, 0.5)
+    >>> smooth = ImprovementMonitor(tol=0.1, patience=2, validation=False, score_key="", window=2)
+    >>> [smooth.update({"epoch": e, "loss": loss}, nn.Linear(1, 1))
+    ...  for e, loss in enumerate([1.0, 0.5, 0.45, 0.44], start=1)]
+    [False, False, False, False]
+    >>> smooth.best_epoch, smooth.best_score  # the mean of epochs 2 and 3
+    (3, 0.475)
     """
 
-    def __init__(self, tol, patience, validation, score_key):
+    def __init__(self, tol, patience, validation, score_key, window=1):
         self.tol = tol
         self.patience = patience
         self.validation = validation
@@ -66,10 +78,17 @@ class ImprovementMonitor:
         self.best_epoch = 0
         self.best_state = None
         self.stall = 0
+        self.recent = collections.deque(maxlen=window)
+
+    def _smoothed_loss(self, record):
+        """The mean training loss of the last ``window`` epochs, this one included."""
+        if not self.recent or self.recent[-1][0] != record["epoch"]:
+            self.recent.append((record["epoch"], record["loss"]))
+        return sum(loss for _, loss in self.recent) / len(self.recent)
 
     def plateau_value(self, record):
         """What the learning-rate scheduler watches (lower is better)."""
-        return record["val_loss"] if self.validation else record["loss"]
+        return record["val_loss"] if self.validation else self._smoothed_loss(record)
 
     def _improves(self, key):
         best = self.best_key
@@ -84,7 +103,7 @@ class ImprovementMonitor:
         if self.validation:
             key = (record[self.score_key], -record["val_loss"])
         else:
-            key = (-record["loss"],)
+            key = (-self._smoothed_loss(record),)
         if self._improves(key):
             self.best_key, self.best_epoch, self.stall = key, record["epoch"], 0
             if self.validation:

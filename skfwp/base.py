@@ -239,6 +239,7 @@ class BaseSequenceEstimator(BaseEstimator):
         "lr_schedule": "plateau",
         "bidirectional": False,
         "floor_tol": None,  # classifiers only
+        "loss_window": 1,
     }
 
     def __init_subclass__(cls, **kwargs):
@@ -649,7 +650,7 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
             self.history_ = []
         score_key = f"val_{self._score_name}"
         monitor = ImprovementMonitor(
-            self.tol, self.n_iter_no_change, val_idx is not None, score_key
+            self.tol, self.n_iter_no_change, val_idx is not None, score_key, self.loss_window
         )
         rollback = EpochRollback(module, optimizer, _MAX_RETRIES)
         average = WeightAverage(self.average_epochs) if self.average_epochs else None

@@ -207,6 +207,7 @@ FIT_ERRORS = [
     ("dropout-1", {}, dict(observation_dropout=1.0), InvalidParameterError, "'observation_dr"),
     ("time_crop-1", {}, dict(time_crop=1.0), InvalidParameterError, "'time_crop'"),
     ("floor_tol-neg", {}, dict(floor_tol=-0.1), InvalidParameterError, "'floor_tol'"),
+    ("loss_window-0", {}, dict(loss_window=0), InvalidParameterError, "'loss_window'"),
     ("smoothing-neg", {}, dict(label_smoothing=-0.1), InvalidParameterError, "'label_smoothing'"),
     ("n_estimators-0", {}, dict(n_estimators=0), InvalidParameterError, "'n_estimators'"),
     ("n_estimators-True", {}, dict(n_estimators=True), InvalidParameterError, _NOT_BOOL),

@@ -242,6 +242,63 @@ def test_learning_rate_schedules_follow_their_rules(fitted, monkeypatch):
     assert [r["learning_rate"] for r in plateau.history_] == [lr0] * 3 + [lr0 / 2] * 2
 
 
+def _stop_epoch(losses, window, patience, tol):
+    """When the patience ends on the trailing ``window``-epoch mean of ``losses`` (an
+    oracle written apart from ImprovementMonitor); len(losses) when it never does."""
+    best, stall = math.inf, 0
+    for epoch in range(1, len(losses) + 1):
+        recent = losses[max(epoch - window, 0) : epoch]
+        smoothed = sum(recent) / len(recent)
+        if smoothed < best - tol:
+            best, stall = smoothed, 0
+        else:
+            stall += 1
+            if stall >= patience:
+                return epoch
+    return len(losses)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_loss_window_averages_the_loss_the_patience_watches(fitted, monkeypatch, window):
+    """A lucky epoch (0.3 at epoch 3) ends a patience of 4 at epoch 7 on the raw loss;
+    the mean of the last 3 epochs dips less and recovers, so training runs on."""
+    clf, X, y = fitted
+    losses = [1.0, 0.9, 0.3] + [0.8 - 0.05 * k for k in range(12)]
+    scripted = iter(losses)
+    model = clone(clf).set_params(
+        max_iter=len(losses), n_iter_no_change=4, loss_window=window, lr_schedule="cosine"
+    )
+    monkeypatch.setattr(type(model), "_run_epoch", lambda self, *args: next(scripted))
+    model.fit(X, y)
+    assert model.n_iter_ == _stop_epoch(losses, window, 4, model.tol)
+    assert model.n_iter_ == (7 if window == 1 else len(losses))
+    assert model.loss_curve_ == losses[: model.n_iter_]
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_loss_window_is_what_the_plateau_schedule_watches(fitted, monkeypatch, window):
+    """A lucky 0.3 at epoch 2, then a steady fall from 0.8. The raw loss never beats
+    0.3: the rate halves at the fourth epoch without improvement (epoch 6; the
+    scheduler's patience is 6 // 2 = 3) and the patience of 6 ends training at epoch
+    8. The 2-epoch mean (1.0, 0.65, 0.55, 0.775, 0.725, ...) is best at epoch 3 and
+    beaten at epoch 9: halved at epoch 7, and training runs to max_iter."""
+    clf, X, y = fitted
+    losses = [1.0, 0.3] + [0.8 - 0.05 * k for k in range(8)]
+    scripted = iter(losses)
+    lr0 = 0.01
+    model = clone(clf).set_params(
+        max_iter=len(losses), n_iter_no_change=6, loss_window=window, learning_rate_init=lr0
+    )
+    monkeypatch.setattr(type(model), "_run_epoch", lambda self, *args: next(scripted))
+    model.fit(X, y)
+    rates = [r["learning_rate"] for r in model.history_]
+    if window == 1:
+        assert rates == [lr0] * 5 + [lr0 / 2] * 3 and model.n_iter_ == 8
+    else:
+        assert rates == [lr0] * 6 + [lr0 / 2] * 4 and model.n_iter_ == 10
+    assert model.n_iter_ == _stop_epoch(losses, window, 6, model.tol)
+
+
 def test_keyboard_interrupt_keeps_a_usable_model(fitted):
     clf, X, y = fitted
 
