@@ -299,6 +299,28 @@ def test_loss_window_is_what_the_plateau_schedule_watches(fitted, monkeypatch, w
     assert model.n_iter_ == _stop_epoch(losses, window, 6, model.tol)
 
 
+def test_loss_window_does_not_touch_a_watched_validation_score(fitted, monkeypatch):
+    """With early_stopping the validation score is watched as it is: the same scripted
+    validation scores stop a fit at the same epoch whatever ``loss_window`` says (their
+    5-epoch mean would be beaten at epochs 6 and 8 and run the fit to the end)."""
+    clf, X, y = fitted
+    stops = []
+    for window in (1, 5):
+        scores = iter([0.5, 0.9, 0.6, 0.6, 0.7, 0.75, 0.8, 0.85])
+        model = clone(clf).set_params(
+            max_iter=8,
+            early_stopping=True,
+            validation_fraction=0.25,
+            n_iter_no_change=4,
+            loss_window=window,
+        )
+        monkeypatch.setattr(type(model), "_run_epoch", lambda self, *args: 1.0)
+        monkeypatch.setattr(type(model), "_evaluate", lambda self, *a, s=scores: (1.0, next(s)))
+        model.fit(X, y)
+        stops.append((model.n_iter_, model.best_epoch_))
+    assert stops == [(6, 2), (6, 2)]
+
+
 def test_keyboard_interrupt_keeps_a_usable_model(fitted):
     clf, X, y = fitted
 
