@@ -327,6 +327,7 @@ PER_OBSERVATION = dict(
     time_crop=0.0,
     max_iter=100,
     n_iter_no_change=20,
+    loss_window=1,  # each epoch's own loss, as when the claim was measured
     readout="query",
     n_heads=4,
 )
