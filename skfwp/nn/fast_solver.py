@@ -412,13 +412,6 @@ def _kept_bytes(plan, P):
     return plan.n_steps * per_step * P.element_size()
 
 
-def _add_readout(out, state, plan, n):
-    """``out[i] += readout[i, n] * state[i]`` for the cases ``i`` read out at state ``n``."""
-    if n in plan.readout_at:
-        cases, weights = plan.readout_at[n]
-        out[cases] += weights.view(-1, *[1] * (state.dim() - 1)) * state[cases]
-
-
 def _run(P, factors, states, E, plan, n0, out=None):
     """Steps ``n0, n0 + 1, ...`` from ``P``: ``P_{n+1} = P_n + Q_n R_n Ẽ_n``.
 
