@@ -67,6 +67,8 @@ class ImprovementMonitor:
     [False, False, False, False]
     >>> smooth.best_epoch, smooth.best_score  # the mean of epochs 2 and 3
     (3, 0.475)
+    >>> round(smooth.plateau_value, 3)  # what the scheduler watches: epochs 3 and 4
+    0.445
     """
 
     def __init__(self, tol, patience, validation, score_key, window=1):
@@ -78,17 +80,8 @@ class ImprovementMonitor:
         self.best_epoch = 0
         self.best_state = None
         self.stall = 0
-        self.recent = collections.deque(maxlen=window)
-
-    def _smoothed_loss(self, record):
-        """The mean training loss of the last ``window`` epochs, this one included."""
-        if not self.recent or self.recent[-1][0] != record["epoch"]:
-            self.recent.append((record["epoch"], record["loss"]))
-        return sum(loss for _, loss in self.recent) / len(self.recent)
-
-    def plateau_value(self, record):
-        """What the learning-rate scheduler watches (lower is better)."""
-        return record["val_loss"] if self.validation else self._smoothed_loss(record)
+        self.recent = collections.deque(maxlen=window)  # the last ``window`` training losses
+        self.plateau_value = None
 
     def _improves(self, key):
         best = self.best_key
@@ -99,11 +92,17 @@ class ImprovementMonitor:
         return key[0] > best[0] + self.tol or (key[0] >= best[0] and key[1] > best[1] + self.tol)
 
     def update(self, record, module):
-        """Take an epoch's record; True when ``patience`` epochs passed without improvement."""
+        """Take an epoch's record, once per epoch; True when ``patience`` epochs passed
+        without improvement. Sets :attr:`plateau_value`, what the learning-rate
+        scheduler watches (lower is better): the validation loss, or without validation
+        the mean training loss of the last ``window`` epochs."""
+        self.recent.append(record["loss"])
         if self.validation:
             key = (record[self.score_key], -record["val_loss"])
+            self.plateau_value = record["val_loss"]
         else:
-            key = (-self._smoothed_loss(record),)
+            self.plateau_value = sum(self.recent) / len(self.recent)
+            key = (-self.plateau_value,)
         if self._improves(key):
             self.best_key, self.best_epoch, self.stall = key, record["epoch"], 0
             if self.validation:

@@ -674,8 +674,10 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                 if val_idx is not None:
                     val_loss, val_score = self._evaluate(data, val_idx, y_t, w_t)
                     record.update({"val_loss": val_loss, score_key: val_score})
+                stop = monitor.update(record, module)
+                self.best_epoch_ = monitor.best_epoch
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(monitor.plateau_value(record))
+                    scheduler.step(monitor.plateau_value)
                 else:
                     scheduler.step()
                 record["learning_rate"] = optimizer.param_groups[0]["lr"]
@@ -685,8 +687,6 @@ n_timepoints), or list of (n_channels, n_timepoints_i) arrays
                     average.update(module)
                 if self.verbose:
                     self._print_epoch(record)
-                stop = monitor.update(record, module)
-                self.best_epoch_ = monitor.best_epoch
                 if stop:
                     break
                 if floor is not None and record["loss"] - floor < self.floor_tol:

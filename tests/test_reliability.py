@@ -617,4 +617,4 @@ def test_improvement_monitor_breaks_validation_ties_by_loss():
     assert stops == [False, False, False, False, False, True]
     assert monitor.best_epoch == 4 and monitor.best_score == 0.6
     assert float(monitor.best_state["weight"]) == 4.0  # a copy, not the live weights
-    assert monitor.plateau_value({"val_loss": 0.3, "loss": 9.0}) == 0.3
+    assert monitor.plateau_value == 0.1  # the last validation loss, not the training loss
