@@ -30,6 +30,11 @@ control : {{"closed", "open", "static", "fixed"}}, default="closed"
         Let the input path drive the state (``U X(s)``) and the closed-loop
         controller; False is the paper's pure form, where the data enter only through
         ``z(0)`` and ``θ(0)``.
+    tau : float, default=1.0
+        Time constant ``τ > 0`` of the state, in solver steps (log-signature windows
+        when ``logsig_window`` is set): ``dz/ds = (tanh(θ z + U X + b) − z) / τ``. At 1
+        (MODELS.md's form) the state forgets its past within a few steps; a larger
+        ``τ`` lets ``z(T_i)`` remember the start of a long series.
     {solver_backend}"""
 
 
@@ -45,6 +50,7 @@ class _NCodeModel(StateTrajectoriesMixin, SolverBackendMixin):
         "control_rank": 4,
         "controller_layers": (64,),
         "input_drive": True,
+        "tau": 1.0,
         "hidden_size": 32,
         "max_grad_norm": 1.0,
         "observation_dropout": 0.0,
@@ -56,6 +62,7 @@ class _NCodeModel(StateTrajectoriesMixin, SolverBackendMixin):
         "control_rank": [Interval(numbers.Integral, 1, None, closed="left")],
         "controller_layers": [tuple, list],
         "input_drive": ["boolean"],
+        "tau": [Interval(numbers.Real, 0, None, closed="neither")],
     }
     _layer_params = ("controller_layers",)
 
@@ -68,6 +75,7 @@ class _NCodeModel(StateTrajectoriesMixin, SolverBackendMixin):
             control_rank=self.control_rank,
             controller_layers=tuple(int(w) for w in self.controller_layers),
             input_drive=self.input_drive,
+            tau=self.tau,
         )
 
 

@@ -13,7 +13,7 @@ from skfwp.nn.ncode import CONTROLS, NCODE
 from skfwp.path import InputPath
 
 
-def _model(n_channels, control="closed", hidden_size=3, rank=2, input_drive=True, seed=0):
+def _model(n_channels, control="closed", hidden_size=3, rank=2, input_drive=True, seed=0, tau=1.0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return NCODE(
@@ -24,6 +24,7 @@ def _model(n_channels, control="closed", hidden_size=3, rank=2, input_drive=True
             control_rank=rank,
             controller_layers=(8,),
             input_drive=input_drive,
+            tau=tau,
         ).double()
 
 
@@ -53,10 +54,11 @@ def test_constant_control_matches_closed_form(control):
     assert (theta[:, -1] - theta0).abs().max() > 0.1  # θ really moved
 
 
-def test_zero_parameters_relax_to_tanh_of_the_bias():
-    """θ ≡ 0, no drive: dz/ds = tanh(b) − z, so z(s) = tanh(b) + (z0 − tanh(b)) e^{−s}."""
+@pytest.mark.parametrize("tau", [1.0, 3.0])
+def test_zero_parameters_relax_to_tanh_of_the_bias(tau):
+    """θ ≡ 0, no drive: dz/ds = (tanh(b) − z) / τ, so z(s) = tanh(b) + (z0 − tanh(b)) e^{−s/τ}."""
     ip, path = make_path(6, [5, 5])
-    model = _model(ip.n_path_channels_, "static", input_drive=False)
+    model = _model(ip.n_path_channels_, "static", input_drive=False, tau=tau)
     b = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
     with torch.no_grad():
         model.theta_base.zero_()
@@ -65,8 +67,29 @@ def test_zero_parameters_relax_to_tanh_of_the_bias():
         model.bias.copy_(b)
     z = model.trajectory(path, **TIGHT)
     s = torch.arange(z.shape[1], dtype=torch.float64)[None, :, None]
-    expected = torch.tanh(b) + (z[:, :1] - torch.tanh(b)) * torch.exp(-s)
+    expected = torch.tanh(b) + (z[:, :1] - torch.tanh(b)) * torch.exp(-s / tau)
     torch.testing.assert_close(z, expected, rtol=1e-8, atol=1e-8)
+
+
+def test_tau_slows_the_state_not_theta():
+    """With a constant controller output, θ(s) does not depend on τ, while z does."""
+    ip, path = make_path(7, [6, 4])
+    thetas, zs = [], []
+    for tau in (1.0, 4.0):
+        model = _model(ip.n_path_channels_, "closed", tau=tau)
+        with torch.no_grad():
+            model.controller[-1].weight.zero_()  # dθ/ds = M − λ ⊙ θ, whatever the state
+            model.controller[-1].bias.copy_(torch.linspace(-2, 2, 12))
+        out = model.trajectory(path, parts=("z", "theta"), **TIGHT)
+        thetas.append(out["theta"])
+        zs.append(out["z"])
+    torch.testing.assert_close(thetas[0], thetas[1], rtol=1e-7, atol=1e-7)
+    assert (zs[0] - zs[1]).abs().max() > 0.05
+
+
+def test_nonpositive_tau_rejected():
+    with pytest.raises(ValueError, match="tau=0"):
+        NCODE(3, 2, tau=0)
 
 
 def test_initial_state_is_E_x0_and_g_of_z0():
@@ -253,6 +276,13 @@ def test_unknown_control_rejected(tiny_panel):
         NCodeClassifier(control="feedback", max_iter=1).fit(X, y)
 
 
+@pytest.mark.parametrize("tau", [0.0, -1.0])
+def test_nonpositive_tau_rejected_by_the_estimator(tau, tiny_panel):
+    X, y = tiny_panel
+    with pytest.raises(ValueError, match="'tau' parameter"):
+        NCodeClassifier(tau=tau, max_iter=1).fit(X, y)
+
+
 @pytest.mark.parametrize("control", CONTROLS)
 def test_every_mode_learns_the_tiny_task(control, tiny_panel):
     X, y = tiny_panel
@@ -372,10 +402,11 @@ def test_ncode_solves_the_reflection_task_with_a_one_dimensional_state():
     ("control", "input_drive"),
     [("closed", True), ("open", True), ("static", True), ("fixed", True), ("closed", False)],
 )
-def test_fast_path_matches_generic(method, step_size, control, input_drive):
+@pytest.mark.parametrize("tau", [1.0, 2.5])
+def test_fast_path_matches_generic(method, step_size, control, input_drive, tau):
     """Logits and parameter gradients of the fast path and torchdiffeq's, unequal lengths."""
     ip, path = make_path(9, [8, 5, 3], random_state=3)
-    model = _model(ip.n_path_channels_, control, input_drive=input_drive)
+    model = _model(ip.n_path_channels_, control, input_drive=input_drive, tau=tau)
     fast, _ = fast_vs_generic(model, path, method, step_size)
     assert fast.abs().max() > 1e-3
 

@@ -4,7 +4,7 @@ The parameters ``θ`` of the state's vector field are a state of their own, stee
 by a trainable controller. On a sequence (skfwp's form; the paper works on static
 inputs), with ``z`` in R^H and ``θ`` in R^{H x H}::
 
-    dz/ds = tanh(θ z + U X(s) + b) − z            (U X(s) only with input_drive)
+    dz/ds = (tanh(θ z + U X(s) + b) − z) / τ      (U X(s) only with input_drive)
     dθ/ds = A Bᵀ − λ ⊙ θ                          control "open" / "closed"
     z(0)  = E X(0) + e                            (e: a bias, beyond the paper's E X(0))
     θ(0)  = g(z(0)) = Θ + A₀ B₀ᵀ                   learned base + rank-r data term
@@ -55,6 +55,13 @@ Design choices (the paper, on static inputs, leaves them open):
   against 0 of 6 with this start). ``A₀, B₀`` come from a second MLP on ``z(0)``,
   scaled by ``1/√r`` (not squashed), so the initial field can be far from ``Θ``
   where the data ask.
+- **Time constant.** ``τ`` (``tau``, default 1: MODELS.md's form) slows the state
+  alone: with ``θ z`` small the state forgets its past at the rate ``1/τ`` per solver
+  step, and with log-signature windows a step is a whole window (at most 32 steps for
+  a long series by default), so at ``τ = 1`` what ``z(T_i)`` keeps of the first
+  windows is ``e^{−31}``. ``θ``'s field keeps its own scale (``λ`` is learned). The
+  bounds below hold for any ``τ > 0``; the fixed-step stability of the ``−z/τ`` term
+  needs ``h/τ`` inside the method's region, as ``λ h`` does.
 - **Readout.** Linear on ``z(T_i)``, each case at its own final knot: a nonlinear
   readout would let any flow separate what a flow alone cannot (the paper's point).
 
@@ -97,7 +104,7 @@ MAX_DECAY = 1.0
 
 
 class NCODE(nn.Module):
-    """Neurally-controlled ODE: ``dz = tanh(θ z + U X + b) − z``, ``θ`` controlled.
+    """Neurally-controlled ODE: ``dz/ds = (tanh(θ z + U X + b) − z) / τ``, ``θ`` controlled.
 
     Parameters
     ----------
@@ -114,6 +121,8 @@ class NCODE(nn.Module):
         Widths of the ReLU hidden layers of the controller and of the initial map ``g``.
     input_drive : bool
         Let ``X(s)`` enter the state's field (``U X(s)``) and the closed-loop controller.
+    tau : float
+        ``τ > 0``, the state's time constant in solver-grid units (module docstring).
 
     Notes
     -----
@@ -147,10 +156,14 @@ class NCODE(nn.Module):
         control_rank=4,
         controller_layers=(64,),
         input_drive=True,
+        tau=1.0,
     ):
         super().__init__()
         if control not in CONTROLS:
             raise ValueError(f"control={control!r} is not one of {CONTROLS}.")
+        if not tau > 0:
+            raise ValueError(f"tau={tau!r} must be positive.")
+        self.tau = float(tau)
         H, r = hidden_size, control_rank
         self.hidden_size, self.rank, self.control = H, r, control
         self.input_drive = bool(input_drive)
@@ -200,9 +213,13 @@ class NCODE(nn.Module):
         return A @ B.transpose(-1, -2) - self.decay * theta
 
     def state_velocity(self, z, theta_z, x):
-        """``dz/ds = tanh(θ z + U x + b) − z`` from ``z`` and ``θ z``, each (batch, H)."""
-        pre = theta_z + (self.drive(x) if self.input_drive else self.bias)
-        return torch.tanh(pre) - z
+        """``dz/ds = (tanh(θ z + U x + b) − z) / τ`` from ``z`` and ``θ z``, each (batch, H)."""
+        return self._relax(z, theta_z + (self.drive(x) if self.input_drive else self.bias))
+
+    def _relax(self, z, pre):
+        """``(tanh(pre) − z) / τ``."""
+        velocity = torch.tanh(pre) - z
+        return velocity if self.tau == 1.0 else velocity / self.tau
 
     def initial_theta(self, z0):
         """``θ(0) = Θ + A₀ B₀ᵀ`` with ``[A₀, B₀] = g(z(0))``, shape (batch, H, H)."""
@@ -314,7 +331,7 @@ class NCODE(nn.Module):
         def velocity(z, theta, terms):
             theta_z = torch.bmm(theta, z.unsqueeze(-1)).squeeze(-1)
             shift = terms[0] if self.input_drive else self.bias
-            return theta_z, torch.tanh(theta_z + shift) - z
+            return theta_z, self._relax(z, theta_z + shift)
 
         def field(state, terms):
             if control is None:
