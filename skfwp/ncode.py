@@ -85,7 +85,7 @@ class NCodeClassifier(_NCodeModel, BaseSequenceClassifier):
     The parameters ``θ`` of the state's vector field evolve as a state of their own,
     steered by a trainable controller::
 
-        dz/ds = tanh(θ z + U X(s) + b) − z
+        dz/ds = (tanh(θ z + U X(s) + b) − z) / τ      (τ = tau, default 1)
         dθ/ds = A Bᵀ − λ ⊙ θ,     [A, B] = controller(·),  rank r
         z(0)  = E X(0) + e,   θ(0) = Θ + A₀ B₀ᵀ,  [A₀, B₀] = g(z(0))
 
