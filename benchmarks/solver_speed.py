@@ -115,8 +115,11 @@ def training_step(module, path, target, options):
 
 
 #: The other models, at their estimators' default layer sizes: name -> builder.
+#: The gated nODE twice: F of 64 units (the module's and the regressor's default)
+#: and of 128 (``GatedNODEClassifier``'s).
 MODELS = {
     "gated nODE": lambda k, hidden: GatedNODE(k, 5, hidden_size=hidden),
+    "gated nODE, F 128": lambda k, hidden: GatedNODE(k, 5, hidden_size=hidden, flow_layers=(128,)),
     "Neural CDE": lambda k, hidden: NeuralCDE(k, 5, hidden_size=hidden),
     "N-CODE": lambda k, hidden: NCODE(k, 5, hidden_size=hidden),
 }
