@@ -113,7 +113,7 @@ hidden_size : int, default={hidden_size}
         Depth of the windows' log-signatures: 1 keeps the increments (the path at the
         window boundaries), 2 adds the Lévy areas of every pair of channels, 3 the
         depth-3 brackets. Ignored when ``logsig_window`` is None.
-    method : str, default="rk4"
+    method : str, default={method}
         torchdiffeq solver: fixed step ("euler", "midpoint", "rk4", ...) or adaptive
         ("dopri5", ...).
     step_size : float or None, default=None

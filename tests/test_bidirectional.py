@@ -90,8 +90,10 @@ def test_outputs_are_the_sum_of_the_two_readings(fitted, data):
     index = np.arange(len(X))
     ip, module = clf.input_path_, clf.module_.eval()
     with torch.no_grad():
-        a = module.forward_model(ip.transform(X, lengths).batch(index), method="rk4")
-        b = module.reverse_model(ip.transform(X[:, :, ::-1], lengths).batch(index), method="rk4")
+        a = module.forward_model(ip.transform(X, lengths).batch(index), method=clf.method)
+        b = module.reverse_model(
+            ip.transform(X[:, :, ::-1], lengths).batch(index), method=clf.method
+        )
     outputs = (a + b).double().numpy()
     got = clf.decision_function(X)
     if got.ndim == 1:  # binary: the logit difference
