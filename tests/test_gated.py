@@ -555,3 +555,14 @@ def test_critical_init_warns_when_f_ignores_the_state_at_the_origin():
     with pytest.warns(UserWarning, match="no rescaling reaches the edge"):
         model.critical_scale()
     torch.testing.assert_close(model.flow[-1].weight, before)
+
+
+def test_classifier_defaults_are_the_measured_recipe():
+    """The classifier reads the Euler step (the released update above), window slicing
+    and a 128-wide flow; the regressor keeps rk4, no crop and 64 (docs/benchmarks.md
+    measured the classifier)."""
+    from skfwp import GatedNODERegressor
+
+    clf, reg = GatedNODEClassifier().get_params(), GatedNODERegressor().get_params()
+    assert (clf["method"], clf["time_crop"], tuple(clf["flow_layers"])) == ("euler", 0.1, (128,))
+    assert (reg["method"], reg["time_crop"], tuple(reg["flow_layers"])) == ("rk4", 0.0, (64,))
