@@ -28,26 +28,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from skfwp import NCodeClassifier
-from skfwp.datasets import make_annuli
+from skfwp.datasets import FLOW_TASK_PARAMS, make_annuli
 from skfwp.plotting import plot_trajectories
 
-#: The settings of tests/test_ncode.py's claim: a step of 0.25, so that the solver's
-#: map is a flow (a coarse step lets a steep field fold the plane).
-SETTINGS = dict(
-    hidden_size=2,
-    input_drive=False,
-    step_size=0.25,
-    batch_size=16,
-    learning_rate_init=1e-2,
-    # The flow itself (rk4) and none of the sequence recipe NCodeClassifier defaults
-    # to: a point is a constant path, and the claim was measured this way.
-    method="rk4",
-    time_warp=0.0,
-    time_crop=0.0,
-    observation_dropout=0.0,
-    loss_window=1,
-    test_time_augmentation=0,
-)
+#: The settings of tests/test_ncode.py's claim (``skfwp.datasets.FLOW_TASK_PARAMS``).
+SETTINGS = FLOW_TASK_PARAMS
 MODELS = {"N-CODE, closed loop": "closed", "N-CODE, open loop": "open", "plain nODE": "fixed"}
 
 

@@ -8,7 +8,7 @@ from torchdiffeq import odeint
 
 from skfwp import NCodeClassifier
 from skfwp._validation import check_X
-from skfwp.datasets import make_annuli, make_reflection
+from skfwp.datasets import FLOW_TASK_PARAMS, make_annuli, make_reflection
 from skfwp.nn.ncode import CONTROLS, NCODE
 from skfwp.path import InputPath
 
@@ -383,22 +383,10 @@ def test_reflection_puts_the_inner_interval_between_two_sides():
 #: (with step 1, rk4's one-step map of a steep field can fold the line: the fixed
 #: nODE then scored 0.956 on the reflection task, which no flow of the line can).
 CLAIM = dict(
-    hidden_size=2,
-    input_drive=False,
-    step_size=0.25,
-    batch_size=16,
-    learning_rate_init=1e-2,
+    **FLOW_TASK_PARAMS,
     max_iter=40,
     n_iter_no_change=40,
     label_smoothing=0.0,  # the setting the claim was measured in (docs/models/ncode.md)
-    # The flow itself (rk4) and none of the sequence recipe the classifier defaults to
-    # since 2026-12-05 (Euler step, augmentation, a patience on the mean loss).
-    method="rk4",
-    time_warp=0.0,
-    time_crop=0.0,
-    observation_dropout=0.0,
-    loss_window=1,
-    test_time_augmentation=0,
 )
 
 
