@@ -311,7 +311,7 @@ def test_seed_ensemble_predicts_the_members_mean_probability():
     data = clf.input_path_.transform(*check_X(X))
     with torch.no_grad():
         path = data.batch(np.arange(len(X)))
-        members = [torch.softmax(m(path), dim=1) for m in clf.module_.members]
+        members = [torch.softmax(m(path, method=clf.method), dim=1) for m in clf.module_.members]
     expected = torch.stack(members).mean(0).numpy()
     np.testing.assert_allclose(clf.predict_proba(X), expected, atol=1e-6)
     # the members start apart: different seeds, different weights
