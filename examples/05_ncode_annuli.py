@@ -31,8 +31,6 @@ from skfwp import NCodeClassifier
 from skfwp.datasets import FLOW_TASK_PARAMS, make_annuli
 from skfwp.plotting import plot_trajectories
 
-#: The settings of tests/test_ncode.py's claim (``skfwp.datasets.FLOW_TASK_PARAMS``).
-SETTINGS = FLOW_TASK_PARAMS
 MODELS = {"N-CODE, closed loop": "closed", "N-CODE, open loop": "open", "plain nODE": "fixed"}
 
 
@@ -49,7 +47,7 @@ def main(n_train=150, n_test=1000, max_iter=40, output="ncode_annuli.png", rando
     fig, axes = plt.subplots(1, len(MODELS), figsize=(5 * len(MODELS), 4.6))
     for ax, (name, control) in zip(axes, MODELS.items(), strict=True):
         clf = NCodeClassifier(
-            **SETTINGS,
+            **FLOW_TASK_PARAMS,  # the setting of tests/test_ncode.py's claim
             control=control,
             max_iter=max_iter,
             n_iter_no_change=max_iter,

@@ -30,6 +30,7 @@ __all__ = [
     "WARP_RECIPE",
     "keyword_init",
     "parameters_doc",
+    "shown_defaults",
 ]
 #: Shared parameters and their defaults, in the order ``__init__`` lists them after a
 #: model's own parameters. Names follow ``sklearn.neural_network.MLPClassifier``.
@@ -330,12 +331,17 @@ Parameters
 CLASSIFIER_ONLY = ("class_weight", "label_smoothing", "floor_tol")
 
 
+def shown_defaults(defaults):
+    """``{name: text}`` for a docstring's ``default=`` fields: strings quoted, the rest as
+    ``str`` gives them (``(128,)``, ``0.1``, ``None``)."""
+    return {k: f'"{v}"' if isinstance(v, str) else v for k, v in defaults.items()}
+
+
 def parameters_doc(names, defaults):
     """The ``{common}`` slot of a docstring: :data:`COMMON_PARAMS_DOC`'s entries of
     ``names`` (in its order), its ``{default}`` fields filled from ``defaults``."""
     values = {**COMMON_PARAMS, **defaults}  # the dropped entries' fields need a value too
-    shown = {k: f'"{v}"' if isinstance(v, str) else v for k, v in values.items()}
-    text = COMMON_PARAMS_DOC.format(**shown)
+    text = COMMON_PARAMS_DOC.format(**shown_defaults(values))
     entries, current = [], []
     for line in text.splitlines():
         if current and line.startswith("    ") and not line.startswith("     "):

@@ -45,6 +45,7 @@ from ._params import (
     SECTIONS_DOC,
     keyword_init,
     parameters_doc,
+    shown_defaults,
 )
 from ._training import EpochRollback, ImprovementMonitor, NonFiniteStep, WeightAverage
 from ._validation import (
@@ -278,6 +279,7 @@ class BaseSequenceEstimator(BaseEstimator):
             cls.__doc__ = cls.__doc__.format(
                 common=parameters_doc(shared, defaults),
                 fitted=cls._task_fitted_doc + FITTED_ATTRIBUTES_DOC,
+                **shown_defaults(cls._model_params),  # a model fragment's default={name}
             )
 
     # -- hooks for subclasses ------------------------------------------------------

@@ -16,7 +16,7 @@ __all__ = ["GatedNODEClassifier", "GatedNODERegressor"]
 
 #: The model's own parameters, the ``{model}`` slot of both estimators' docstrings.
 _PARAMETERS_DOC = """\
-flow_layers : tuple of int, default={flow_default}
+flow_layers : tuple of int, default={flow_layers}
         Widths of the ReLU hidden layers of the flow field ``F``; ``()`` makes ``F``
         affine.
     tau : float, default=1.0
@@ -48,7 +48,7 @@ class _GatedModel(StateTrajectoriesMixin, SolverBackendMixin):
     """The parameters and torch module of the gated neural ODE, shared by
     :class:`GatedNODEClassifier` and :class:`GatedNODERegressor`."""
 
-    _doc_fragments = {"model": _PARAMETERS_DOC, "module": "GatedNODE", "flow_default": "(64,)"}
+    _doc_fragments = {"model": _PARAMETERS_DOC, "module": "GatedNODE"}
 
     _model_params = {
         "solver_backend": "auto",
@@ -153,7 +153,6 @@ class GatedNODEClassifier(_GatedModel, BaseSequenceClassifier):
     #: than rk4 on every seed at half the fit. Each measured on the development list
     #: (docs/benchmarks.md). The regressor keeps the shared budget, rk4, one direction
     #: and the 64-wide flow (not measured for regression).
-    _doc_fragments = {"flow_default": "(128,)"}
     _model_params = {
         **_GatedModel._model_params,
         "method": "euler",
